@@ -1,0 +1,140 @@
+"""Continuous Integrate-and-Fire (CIF) and its quantity loss.
+
+CIF (Dong & Xu, "CIF: Continuous Integrate-and-Fire for End-to-End Speech Recognition", ICASSP 2020)
+turns a frame sequence h_1..h_T with weights α_t ∈ [0, 1] into a shorter sequence of segments.
+Weights are integrated left to right; when the accumulated weight reaches the threshold β the
+segment fires:
+
+    c_n = Σ_t w_{n,t} h_t,    Σ_t w_{n,t} = β,
+
+where a frame whose α crosses the threshold is split: the part that completes segment n goes to
+c_n, the remainder starts segment n+1. SpeechCLIP+ (Wang et al., 2024, §3) uses CIF to replace the
+K fixed CLS tokens of cascaded SpeechCLIP, with
+
+    α_t = sigmoid(Linear(ReLU(Conv1d_k=3(h))_t)),                 (weight predictor)
+    α'_t = α_t · S / Σ_t α_t    (training only, S = round(0.05 T)), (weight scaling)
+    L_q = | Σ_t α_t − S |,                                          (quantity loss)
+
+and at inference a tail whose leftover weight is at least 0.5 fires once more.
+
+Vectorised form used here: with the cumulative sums C_t = Σ_{τ≤t} α_τ and C_0 = 0, frame t covers
+the interval [C_{t-1}, C_t] of the weight axis and segment n the interval [nβ, (n+1)β), so
+
+    w_{n,t} = max(0, min(C_t, (n+1)β) − max(C_{t-1}, nβ)),
+
+which is the sequential rule exactly, computed as one (B, N, T) matrix and one batched matmul.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+
+def integrate_and_fire(
+    frames: torch.Tensor,
+    alpha: torch.Tensor,
+    lengths: torch.Tensor,
+    threshold: float = 1.0,
+    tail_threshold: float = 0.5,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrate frames into segments wherever the accumulated weight reaches ``threshold``.
+
+    Args:
+        frames: (B, T, D) frame features.
+        alpha: (B, T) weights in [0, 1]; frames at or beyond ``lengths`` are ignored.
+        lengths: (B,) number of valid frames per utterance.
+        threshold: β, the accumulated weight at which a segment fires.
+        tail_threshold: a leftover weight ≥ this after the last frame fires one more
+            segment, scaled up to ``threshold`` (the scale factor is treated as a constant,
+            as in torch-cif, so gradients are those of the unscaled tail).
+
+    Returns:
+        segments: (B, N, D), zero beyond each utterance's count.
+        segment_lengths: (B,) number of segments per utterance (may be 0).
+        fire_frames: (B, N) frame index at which each segment fired, -1 beyond the count.
+    """
+    if frames.dim() != 3 or alpha.shape != frames.shape[:2]:
+        raise ValueError(
+            f"integrate_and_fire: expected frames (B, T, D) and alpha (B, T), "
+            f"got {tuple(frames.shape)} and {tuple(alpha.shape)}"
+        )
+    if lengths.shape != (frames.size(0),):
+        raise ValueError(f"integrate_and_fire: lengths must be (B,), got {tuple(lengths.shape)}")
+    batch, num_frames, _ = frames.shape
+    device = frames.device
+    valid = torch.arange(num_frames, device=device)[None, :] < lengths[:, None]  # (B, T)
+    # float64 accumulation keeps firing decisions identical to a left-to-right running sum
+    # for long utterances; the result is cast back before touching the frames.
+    alpha64 = alpha.to(torch.float64).masked_fill(~valid, 0.0)
+    csum = alpha64.cumsum(dim=1)  # (B, T)
+    prev = csum - alpha64
+    total = csum[:, -1] if num_frames > 0 else alpha64.new_zeros(batch)
+
+    with torch.no_grad():
+        full = torch.floor(total / threshold).long()  # (B,) complete segments
+        tail = total - full.to(torch.float64) * threshold
+        has_tail = tail >= tail_threshold
+        counts = full + has_tail.long()
+    max_segments = int(counts.max().item()) if batch > 0 else 0
+
+    index = torch.arange(max_segments, device=device, dtype=torch.float64)  # (N,)
+    seg_start = (index * threshold)[None, :, None]  # (1, N, 1)
+    seg_end = seg_start + threshold
+    overlap = torch.minimum(csum[:, None, :], seg_end) - torch.maximum(prev[:, None, :], seg_start)
+    weights = overlap.clamp(min=0.0)  # (B, N, T)
+
+    present = index[None, :] < counts[:, None]  # (B, N)
+    with torch.no_grad():
+        is_tail = (index[None, :] == full[:, None]) & has_tail[:, None]
+        scale = torch.where(is_tail, threshold / tail.clamp(min=1e-12)[:, None], 1.0)
+        scale = scale.masked_fill(~present, 0.0)
+    weights = weights * scale[:, :, None]
+    segments = torch.bmm(weights.to(frames.dtype), frames)  # (B, N, D)
+
+    with torch.no_grad():
+        # Segment n fires at the first frame whose running sum reaches (n+1)β; the tail fires
+        # at the last valid frame.
+        fire_at = torch.searchsorted(csum.contiguous(), (seg_end[..., 0]).expand(batch, -1).contiguous())
+        fire_at = torch.where(is_tail, (lengths - 1)[:, None].to(fire_at.dtype), fire_at)
+        fire_frames = fire_at.masked_fill(~present, -1)
+    return segments, counts, fire_frames
+
+
+def scale_to_target(alpha: torch.Tensor, target_lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Training-time weight scaling α'_t = α_t · S / Σ α (SpeechCLIP+ §3), so exactly S segments fire.
+
+    Args:
+        alpha: (B, T) weights, already zero on padded frames.
+        target_lengths: (B,) target segment counts S.
+    """
+    total = alpha.sum(dim=1, keepdim=True)
+    return alpha * (target_lengths[:, None].to(alpha.dtype) / total.clamp(min=eps))
+
+
+def target_lengths_from_frames(lengths: torch.Tensor, ratio: float, max_segments: int) -> torch.Tensor:
+    """S = round(ratio · T) clipped to [1, max_segments] (SpeechCLIP+: ratio 0.05, at most 75 segments)."""
+    return torch.round(lengths.to(torch.float32) * ratio).long().clamp(min=1, max=max_segments)
+
+
+def quantity_loss(alpha: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """L_q = mean_b |Σ_t α_{b,t} − S_b| on the unscaled weights (padding already zeroed)."""
+    return (alpha.sum(dim=1) - target_lengths.to(alpha.dtype)).abs().mean()
+
+
+class CIFWeightPredictor(nn.Module):
+    """α = sigmoid(Linear(ReLU(Conv1d(D, D, k=3)))), zero on padding (SpeechCLIP+ CIF module)."""
+
+    def __init__(self, input_size: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(input_size, input_size, kernel_size, padding=kernel_size // 2)
+        self.proj = nn.Linear(input_size, 1)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, D), lengths (B,) -> alpha (B, T)."""
+        valid = torch.arange(frames.size(1), device=frames.device)[None, :] < lengths[:, None]
+        hidden = frames.masked_fill(~valid[..., None], 0.0)
+        hidden = torch.relu(self.conv(hidden.transpose(1, 2))).transpose(1, 2)
+        alpha = torch.sigmoid(self.proj(hidden).squeeze(-1))
+        return alpha.masked_fill(~valid, 0.0)
