@@ -1,0 +1,1 @@
+"""Corpus preparers (pure functions writing Kaldi-style data dirs) and their helpers."""

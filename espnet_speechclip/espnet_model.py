@@ -1,0 +1,100 @@
+"""ESPnetSpeechCLIPModel: upstream -> (encoder) -> parallel and/or cascaded branch -> InfoNCE.
+
+The variants of the papers are compositions, chosen in the task's builder:
+
+    Parallel    = parallel branch only
+    Cascaded    = cascaded branch with K CLS tokens          (SpeechCLIP)
+    Cascaded+   = cascaded branch with the CIF segmenter     (SpeechCLIP+)
+    Hybrid(+)   = both, L = w_p L_p + w_c L_c (+ w_q L_q)    (SpeechCLIP §3.4, SpeechCLIP+ §3; w = 1, 1, 0.25)
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+
+from espnet_speechclip.branches.abs_branch import AbsBranch
+from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
+
+
+class ESPnetSpeechCLIPModel(AbsESPnetModel):
+    """Args:
+        upstream: frozen speech upstream with weighted layer sum (frames at its rate).
+        encoder: optional trainable ESPnet encoder between upstream and branches.
+        parallel: parallel branch or None.  cascaded: cascaded branch or None.
+        temperature / learnable_temperature: InfoNCE τ (base: 0.07 fixed; large: learnable).
+        parallel_weight, cascaded_weight, quantity_weight: loss weights (1, 1, 0.25).
+        retrieval_branch: branch whose embedding ``encode_speech`` returns as "embedding".
+    """
+
+    def __init__(self, upstream: AbsFrontend, encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
+                 cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
+                 parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
+                 retrieval_branch: str = "parallel"):
+        super().__init__()
+        if parallel is None and cascaded is None:
+            raise ValueError("at least one of the parallel and cascaded branches is needed")
+        if retrieval_branch not in ("parallel", "cascaded"):
+            raise ValueError(f"retrieval_branch must be parallel or cascaded, got {retrieval_branch!r}")
+        if (parallel if retrieval_branch == "parallel" else cascaded) is None:
+            retrieval_branch = "cascaded" if parallel is None else "parallel"
+        self.upstream = upstream
+        self.encoder = encoder
+        self.parallel = parallel
+        self.cascaded = cascaded
+        self.loss_fn = InfoNCELoss(temperature, learnable_temperature)
+        self.parallel_weight = parallel_weight
+        self.cascaded_weight = cascaded_weight
+        self.quantity_weight = quantity_weight
+        self.retrieval_branch = retrieval_branch
+
+    def branches(self) -> Dict[str, AbsBranch]:
+        return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
+
+    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """speech (B, S) -> frames (B, T, D), frame_lengths (B,)."""
+        frames, lengths = self.upstream(speech, speech_lengths)
+        if self.encoder is not None:
+            frames, lengths, _ = self.encoder(frames, lengths)
+        return frames, lengths
+
+    def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Every branch's outputs, plus "frame_lengths"; ``out["embedding"]`` is the retrieval branch's."""
+        frames, lengths = self.encode_frames(speech, speech_lengths)
+        out: Dict = {name: branch(frames, lengths) for name, branch in self.branches().items()}
+        out["frame_lengths"] = lengths
+        out["embedding"] = out[self.retrieval_branch]["embedding"]
+        return out
+
+    def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor, image_feats: torch.Tensor,
+                **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """speech (B, S), speech_lengths (B,), image_feats (B, E) frozen CLIP image embeddings."""
+        batch = speech.size(0)
+        out = self.encode_speech(speech, speech_lengths[:batch])
+        groups = image_groups_from_embeddings(image_feats)
+        stats: Dict[str, torch.Tensor] = {}
+        loss = speech.new_zeros(())
+        weights = {"parallel": self.parallel_weight, "cascaded": self.cascaded_weight}
+        for name in self.branches():
+            branch_loss, logits = self.loss_fn(out[name]["embedding"], image_feats, groups)
+            loss = loss + weights[name] * branch_loss
+            target = torch.arange(batch, device=logits.device)
+            stats[f"loss_{name}"] = branch_loss.detach()
+            stats[f"r1_{name}"] = (logits.argmax(dim=1) == target).float().mean()
+        cascaded = out.get("cascaded", {})
+        if "quantity_loss" in cascaded:
+            loss = loss + self.quantity_weight * cascaded["quantity_loss"]
+            stats["loss_quantity"] = cascaded["quantity_loss"].detach()
+        if "keyword_lengths" in cascaded:
+            stats["keywords_per_utt"] = cascaded["keyword_lengths"].float().mean()
+        stats["loss"] = loss.detach()
+        loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
+        return loss, stats, weight
+
+    def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor, **kwargs) -> Dict[str, torch.Tensor]:
+        # No feature normalisation statistics are needed: the upstream consumes raw waveforms.
+        return {}

@@ -1,0 +1,145 @@
+"""SpeechCLIPTask: the ESPnet task that builds every SpeechCLIP / SpeechCLIP+ variant from its slots.
+
+Slots (each a ``ClassChoices``, so ``--<slot> <choice> --<slot>_conf {...}`` on the command line or
+in YAML): ``upstream`` (s3prl), ``encoder`` (optional ESPnet encoder), ``parallel`` (optional
+parallel branch), ``segmenter`` (optional: ``cls`` = cascaded SpeechCLIP, ``cif`` = cascaded
+SpeechCLIP+), ``model``. Training data: ``speech`` (sound) and ``image_feats`` (npy, frozen CLIP
+image embeddings written by stage 3).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable, Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.class_choices import ClassChoices
+from espnet2.train.collate_fn import CommonCollateFn
+from espnet2.train.trainer import Trainer
+from espnet2.utils.nested_dict_action import NestedDictAction
+from espnet2.utils.types import int_or_none, str_or_none
+from typeguard import typechecked
+
+from espnet_speechclip.branches.abs_branch import AbsBranch, AbsSegmenter
+from espnet_speechclip.branches.cascaded import CascadedBranch
+from espnet_speechclip.branches.parallel import ParallelBranch
+from espnet_speechclip.branches.segmenters import CIFSegmenter, CLSKeywordSegmenter
+from espnet_speechclip.clip_adapter import FrozenCLIP
+from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
+from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
+from espnet_speechclip.upstream import S3PRLWeightedSumUpstream
+from espnet_speechclip.vq_bridge import VQBridge
+
+logger = logging.getLogger(__name__)
+
+upstream_choices = ClassChoices("upstream", classes=dict(s3prl=S3PRLWeightedSumUpstream),
+                                type_check=AbsFrontend, default="s3prl")
+encoder_choices = ClassChoices("encoder", classes=dict(transformer=TransformerEncoder, conformer=ConformerEncoder),
+                               type_check=AbsEncoder, default=None, optional=True)
+parallel_choices = ClassChoices("parallel", classes=dict(parallel=ParallelBranch), type_check=AbsBranch,
+                                default=None, optional=True)
+segmenter_choices = ClassChoices("segmenter", classes=dict(cls=CLSKeywordSegmenter, cif=CIFSegmenter),
+                                 type_check=AbsSegmenter, default=None, optional=True)
+model_choices = ClassChoices("model", classes=dict(speechclip=ESPnetSpeechCLIPModel),
+                             type_check=AbsESPnetModel, default="speechclip")
+
+
+def read_vocab(path: str) -> torch.Tensor:
+    """The reduced CLIP vocabulary: one CLIP token id per line (stage 3 writes it from train captions)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"reduced CLIP vocabulary not found: {path} (stage 3 writes it)")
+    ids = [int(line.split()[0]) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{path}: empty vocabulary")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class SpeechCLIPTask(AbsTask):
+    num_optimizers: int = 1
+    class_choices_list = [upstream_choices, encoder_choices, parallel_choices, segmenter_choices, model_choices]
+    trainer = Trainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group("Task related")
+        group.add_argument("--clip_conf", action=NestedDictAction, default=dict(),
+                           help="FrozenCLIP arguments: model_name, pretrained (tag or local .pt), model_config")
+        group.add_argument("--clip_vocab", type=str_or_none, default=None,
+                           help="Reduced CLIP vocabulary (one token id per line), needed by cascaded models")
+        group.add_argument("--vq_conf", action=NestedDictAction, default=dict(),
+                           help="VQBridge arguments: temperature, init_batchnorm_from_table")
+        group = parser.add_argument_group("Preprocess related")
+        group.add_argument("--max_train_samples", type=int_or_none, default=102400,
+                           help="Random crop of training audio (SpeechCLIP: 102400 samples)")
+        group.add_argument("--min_samples", type=int, default=400,
+                           help="Shorter audio is an error (one HuBERT frame needs 400 samples)")
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+
+    @classmethod
+    @typechecked
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable[
+        [Collection[Tuple[str, Dict[str, np.ndarray]]]], Tuple[List[str], Dict[str, torch.Tensor]]
+    ]:
+        return CommonCollateFn(float_pad_value=0.0, int_pad_value=-1, not_sequence=["image_feats"])
+
+    @classmethod
+    @typechecked
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool
+                            ) -> Optional[Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
+        return SpeechCLIPPreprocessor(train=train, max_train_samples=args.max_train_samples,
+                                      min_samples=args.min_samples, seed=args.seed)
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("speech",) if inference else ("speech", "image_feats")
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ()
+
+    @classmethod
+    @typechecked
+    def build_model(cls, args: argparse.Namespace) -> ESPnetSpeechCLIPModel:
+        # 1. Frozen speech upstream with its weighted layer sum.
+        upstream = upstream_choices.get_class(args.upstream)(**args.upstream_conf)
+        frame_size = upstream.output_size()
+
+        # 2. Optional trainable encoder over the upstream frames.
+        encoder = None
+        if args.encoder is not None:
+            encoder = encoder_choices.get_class(args.encoder)(input_size=frame_size, **args.encoder_conf)
+            frame_size = encoder.output_size()
+
+        # 3. Frozen CLIP: its joint width sizes the branches, its token table feeds the VQ bridge.
+        clip = FrozenCLIP(**args.clip_conf)
+
+        # 4. Parallel branch.
+        parallel = None
+        if args.parallel is not None:
+            parallel = parallel_choices.get_class(args.parallel)(
+                input_size=frame_size, embed_dim=clip.embed_dim, **args.parallel_conf)
+
+        # 5. Cascaded branch: segmenter -> VQ bridge onto the reduced vocabulary -> CLIP text tower.
+        cascaded = None
+        if args.segmenter is not None:
+            if args.clip_vocab is None:
+                raise ValueError("cascaded models need --clip_vocab (the reduced CLIP vocabulary of stage 3)")
+            segmenter = segmenter_choices.get_class(args.segmenter)(
+                input_size=frame_size, token_width=clip.token_width, **args.segmenter_conf)
+            vocab = read_vocab(args.clip_vocab)
+            bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(clip.pad_id, clip.sot_id, clip.eot_id),
+                              **args.vq_conf)
+            cascaded = CascadedBranch(segmenter, bridge, clip)
+
+        # 6. The model.
+        return model_choices.get_class(args.model)(upstream=upstream, encoder=encoder, parallel=parallel,
+                                                   cascaded=cascaded, **args.model_conf)
