@@ -79,14 +79,17 @@ def main() -> None:
     speech = images[utt2img] + 8.0 * torch.randn(len(utt2img), args.dim, generator=gen)
 
     print(f"N={len(utt2img):,} utterances, M={args.num_images:,} images, D={args.dim}, "
-          f"torch threads={torch.get_num_threads()}, chunk_size={args.chunk_size}")
+          f"torch threads={torch.get_num_threads()}, chunk_size={args.chunk_size}, "
+          f"process max RSS before timing: {max_rss_mib():.0f} MiB")
     rows = []
     fast_t, fast_mem, fast = timed(
         lambda: retrieval_recall(speech, images, utt2img, chunk_size=args.chunk_size), args.repeats
     )
     rows.append(("chunked float32 (retrieval_recall)", fast_t, fast_mem, fast))
     if not args.skip_naive:
-        naive_t, naive_mem, naive = timed(lambda: naive_recall(speech, images, utt2img), args.repeats)
+        naive_t, naive_mem, naive = timed(
+            lambda: naive_recall(speech, images, utt2img), args.repeats
+        )
         rows.append(("naive full-matrix float64", naive_t, naive_mem, naive))
 
     print(f"{'method':<36} {'best s':>8} {'peak +MiB':>10}  {'S->I r1/r5/r10':<20} I->S r1/r5/r10")
@@ -96,7 +99,8 @@ def main() -> None:
         print(f"{name:<36} {seconds:>8.2f} {mem:>10.0f}  {s2i:<20} {i2s}")
     if len(rows) == 2:
         diff = max(abs(fast[d][k] - naive[d][k]) for d in fast for k in fast[d])
-        print(f"naive / chunked time: {naive_t / fast_t:.1f}x; max |recall difference| = {diff:.2e}")
+        print(f"naive / chunked time: {naive_t / fast_t:.1f}x; "
+              f"max |recall difference| = {diff:.2e}")
 
 
 if __name__ == "__main__":

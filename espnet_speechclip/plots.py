@@ -118,8 +118,8 @@ def plot_cif_firing(
     ax_acc.set_ylim(0, max(accumulated[-1], threshold) * 1.05)
     ax_acc.set_ylabel("accumulated α", color="C3")
     for i, t in enumerate(fire_times):
-        for ax in (ax_wav, ax_alpha):
-            ax.axvline(t, color="k", lw=1.0, ls="--", label="fire" if ax is ax_alpha and i == 0 else None)
+        ax_wav.axvline(t, color="k", lw=1.0, ls="--")
+        ax_alpha.axvline(t, color="k", lw=1.0, ls="--", label="fire" if i == 0 else None)
     handles = ax_alpha.get_legend_handles_labels()
     acc_handles = ax_acc.get_legend_handles_labels()
     ax_alpha.legend(handles[0] + acc_handles[0], handles[1] + acc_handles[1], loc="upper left",

@@ -153,7 +153,8 @@ def test_chunking_is_invisible(chunk_size):
     utt2img = torch.arange(50) % 20
     speech = images[utt2img] + torch.randn(50, 16, generator=gen)
     reference = retrieval_recall(speech, images, utt2img, ks=(1, 2, 5), chunk_size=10**6)
-    assert retrieval_recall(speech, images, utt2img, ks=(1, 2, 5), chunk_size=chunk_size) == reference
+    chunked = retrieval_recall(speech, images, utt2img, ks=(1, 2, 5), chunk_size=chunk_size)
+    assert chunked == reference
 
 
 def test_recall_curve_is_monotone_and_ends_at_one():
@@ -175,7 +176,9 @@ def test_content_words():
 
 def test_keyword_prf_hand_case():
     predicted = [["Red", "circle", "the", "red", "star."], ["blue"], []]
-    references = ["A big red circle left of a small blue star.", "The green square.", "a yellow triangle"]
+    references = [
+        "A big red circle left of a small blue star.", "The green square.", "a yellow triangle"
+    ]
     # utt 0: predicted {red, circle, star} (dup "red" and stop word "the" dropped) vs
     #        {big, red, circle, left, small, blue, star}: TP 3, |pred| 3, |ref| 7
     # utt 1: {blue} vs {green, square}: TP 0, 1, 2;  utt 2: {} vs {yellow, triangle}: 0, 0, 2
@@ -227,8 +230,9 @@ def test_boundary_one_to_one_and_inclusive_tolerance():
 
 
 def test_boundary_zero_predictions():
-    assert boundary_f1([[], []], [[0.1], [0.2, 0.3]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    assert boundary_f1([[]], [[]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert boundary_f1([[], []], [[0.1], [0.2, 0.3]]) == zero
+    assert boundary_f1([[]], [[]]) == zero
 
 
 # ---- plots ---------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_variant_trains_and_loss_goes_down(variant, tiny_corpus, tiny_clip, tmp_
         assert {"loss_cascaded", "r1_cascaded", "keywords_per_utt"} <= keys
     if variant.endswith("plus"):
         assert "loss_quantity" in keys
-    assert (tmp_path / "exp" / "valid.loss.best.pth").exists()
+    assert (tmp_path / "exp" / "valid.mean_r10.best.pth").exists()
+    assert 0.0 <= stats[2]["valid"]["mean_r10"] <= 1.0
 
 
 def test_killed_after_epoch_one_resumes_at_epoch_two(tiny_corpus, tiny_clip, tmp_path):

@@ -23,7 +23,6 @@ from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
 from espnet2.train.collate_fn import CommonCollateFn
-from espnet2.train.trainer import Trainer
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import int_or_none, str_or_none
 from typeguard import typechecked
@@ -35,6 +34,7 @@ from espnet_speechclip.branches.segmenters import CIFSegmenter, CLSKeywordSegmen
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
+from espnet_speechclip.trainer import SpeechCLIPTrainer
 from espnet_speechclip.upstream import S3PRLWeightedSumUpstream
 from espnet_speechclip.vq_bridge import VQBridge
 
@@ -65,7 +65,7 @@ def read_vocab(path: str) -> torch.Tensor:
 class SpeechCLIPTask(AbsTask):
     num_optimizers: int = 1
     class_choices_list = [upstream_choices, encoder_choices, parallel_choices, segmenter_choices, model_choices]
-    trainer = Trainer
+    trainer = SpeechCLIPTrainer
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):

@@ -1,0 +1,83 @@
+"""Upstream loading (a real-format local HuBERT checkpoint), freezing, and the assembled model."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from espnet_speechclip.branches.cascaded import CascadedBranch
+from espnet_speechclip.branches.parallel import ParallelBranch
+from espnet_speechclip.branches.segmenters import CIFSegmenter
+from espnet_speechclip.clip_adapter import FrozenCLIP
+from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
+from espnet_speechclip.tasks.speechclip import read_vocab
+from espnet_speechclip.upstream import S3PRLWeightedSumUpstream, write_random_hubert_checkpoint
+from espnet_speechclip.vq_bridge import VQBridge
+
+SMALL_HUBERT = {"encoder_layers": 2, "encoder_embed_dim": 48, "encoder_ffn_embed_dim": 96,
+                "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+                "final_dim": 16, "conv_pos": 16, "conv_pos_groups": 4}
+
+
+@pytest.fixture(scope="module")
+def hubert_ckpt(tmp_path_factory):
+    return write_random_hubert_checkpoint(str(tmp_path_factory.mktemp("hubert") / "small_hubert.pt"), SMALL_HUBERT)
+
+
+def test_local_hubert_checkpoint_loads_through_s3prl(hubert_ckpt):
+    upstream = S3PRLWeightedSumUpstream(name="hubert_local", path_or_url=hubert_ckpt)
+    assert upstream.num_layers == 3 and upstream.output_size() == 48 and upstream.downsample_rate == 320
+    assert torch.equal(upstream.featurizer.weights.data, torch.zeros(3))  # zero-initialised softmax weights
+    feats, lengths = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    assert feats.shape == (2, 50, 48) and lengths.tolist() == [50, 25]
+    assert all(not p.requires_grad for p in upstream.upstream.parameters())
+
+
+def test_missing_upstream_checkpoint_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hubert_local.*path_or_url"):
+        S3PRLWeightedSumUpstream(name="hubert_local", path_or_url=str(tmp_path / "hubert_base_ls960.pt"))
+
+
+def test_unknown_random_hubert_field_is_an_error(tmp_path):
+    with pytest.raises(TypeError, match="encoder_layer"):
+        write_random_hubert_checkpoint(str(tmp_path / "x.pt"), {"encoder_layer": 2})
+
+
+def build_hybrid_plus(hubert_ckpt, tiny_clip):
+    upstream = S3PRLWeightedSumUpstream(name="hubert_local", path_or_url=hubert_ckpt)
+    clip = FrozenCLIP(**tiny_clip)
+    vocab = read_vocab(str(Path(tiny_clip["model_config"]).parent / "vocab.txt"))
+    parallel = ParallelBranch(48, clip.embed_dim, attention_heads=2, linear_units=64)
+    segmenter = CIFSegmenter(48, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.1)
+    bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(0, clip.sot_id, clip.eot_id))
+    return ESPnetSpeechCLIPModel(upstream, None, parallel, CascadedBranch(segmenter, bridge, clip))
+
+
+def test_one_step_updates_branches_and_leaves_frozen_parts_bit_identical(hubert_ckpt, tiny_clip):
+    torch.manual_seed(0)
+    model = build_hybrid_plus(hubert_ckpt, tiny_clip).train()
+    frozen = {**{f"up.{k}": v.clone() for k, v in model.upstream.upstream.state_dict().items()},
+              **{f"clip.{k}": v.clone() for k, v in model.cascaded.clip.state_dict().items()}}
+    trainable = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images = torch.randn(4, model.cascaded.clip.embed_dim)
+    loss, stats, weight = model(torch.randn(4, 24000), torch.tensor([24000, 20000, 16000, 12000]), images)
+    loss.backward()
+    assert {"loss_parallel", "loss_cascaded", "loss_quantity", "r1_parallel", "r1_cascaded"} <= set(stats)
+    optim.step()
+    for name, before in frozen.items():
+        now = (model.upstream.upstream if name.startswith("up.") else model.cascaded.clip).state_dict()[name.split(".", 1)[1]]
+        assert torch.equal(before, now), name
+    assert model.cascaded.clip.model.token_embedding.weight.grad is None
+    moved = {k for k, v in model.named_parameters() if v.requires_grad and not torch.equal(trainable[k], v)}
+    for must_move in ("upstream.featurizer.weights", "parallel.proj.weight",
+                      "cascaded.segmenter.weight_predictor.proj.weight", "cascaded.segmenter.proj.weight",
+                      "cascaded.bridge.batchnorm.weight"):
+        assert must_move in moved, must_move
+
+
+def test_clip_too_short_for_any_fire_gives_finite_output(hubert_ckpt, tiny_clip):
+    model = build_hybrid_plus(hubert_ckpt, tiny_clip).eval()
+    with torch.no_grad():
+        out = model.encode_speech(torch.randn(2, 800), torch.tensor([800, 640]))
+    assert all(0 <= n <= 2 for n in out["cascaded"]["keyword_lengths"].tolist())  # 2 frames at most
+    assert torch.isfinite(out["cascaded"]["embedding"]).all() and torch.isfinite(out["embedding"]).all()
