@@ -144,16 +144,19 @@ class FrozenCLIP(nn.Module):
             raise ValueError(f"{num_keywords} keywords do not fit CLIP's context of {self.context_length}")
         device = keywords.device
         table = model.token_embedding.weight.detach()
-        positions = torch.arange(self.context_length, device=device)[None, :]  # (1, L)
+        # The causal mask makes positions after the last EOT irrelevant to every EOT output, so the
+        # sequence stops there: identical results, a fraction of the 77-token cost.
+        seq_len = num_keywords + 2
+        positions = torch.arange(seq_len, device=device)[None, :]  # (1, L)
         eot_pos = 1 + lengths.to(device)  # (B,)
-        x = table[self.pad_id].expand(batch, self.context_length, width).clone()
+        x = table[self.pad_id].expand(batch, seq_len, width).clone()
         x[:, 0] = table[self.sot_id]
         slot = (positions[:, 1:1 + num_keywords] <= lengths[:, None].to(device))  # (B, N) valid keywords
         x[:, 1:1 + num_keywords] = torch.where(slot[..., None], keywords, x[:, 1:1 + num_keywords])
         x = torch.where((positions == eot_pos[:, None])[..., None], table[self.eot_id], x)
         cast = model.transformer.get_cast_dtype()
-        x = x.to(cast) + model.positional_embedding.to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = x.to(cast) + model.positional_embedding[:seq_len].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:seq_len, :seq_len])
         x = model.ln_final(x)
         pooled = x[torch.arange(batch, device=device), eot_pos]
         proj = model.text_projection
