@@ -75,6 +75,7 @@ class FrozenCLIP(nn.Module):
             ) from err
         self.model = model
         self.model_name = model_name
+        self.preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.model.requires_grad_(False)
         self.model.eval()

@@ -19,7 +19,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import multiprocessing
+import os
+import pickle
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import soundfile
 from PIL import Image, ImageDraw
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from espnet_speechclip.data.kaldi_dir import validate_data_dir, write_data_dir
@@ -157,7 +160,14 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 
 class Espeak:
-    """libespeak-ng in synchronous mode. espeak is process-global state: one per process."""
+    """libespeak-ng in synchronous mode; espeak is process-global state, so one per process.
+
+    Call :meth:`synth` through :meth:`synth_isolated`: espeak keeps hidden state across
+    utterances (wavegen's pitch-flutter index is a static that not even espeak_Initialize
+    resets), so the same text and settings sound slightly different, with shifted word times,
+    depending on what was spoken before. A child forked from a process that has never spoken
+    always starts from the same state, making every utterance a function of its job alone.
+    """
 
     def __init__(self) -> None:
         self.lib = ctypes.CDLL(ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1")
@@ -202,6 +212,34 @@ class Espeak:
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return audio, list(self._words), list(self._phones)
 
+    def synth_isolated(self, *args):
+        """:meth:`synth` in a forked child of this (never speaking) process; same result."""
+        read_fd, write_fd = os.pipe()
+        with warnings.catch_warnings():  # the child needs no lock another thread may hold
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_fd)
+                try:
+                    payload = pickle.dumps((True, self.synth(*args)))
+                except Exception as e:  # report to the parent rather than die silently
+                    payload = pickle.dumps((False, repr(e)))
+                with os.fdopen(write_fd, "wb") as f:
+                    f.write(payload)
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            raise RuntimeError(f"espeak child died (wait status {status}) on {args!r}")
+        ok, value = pickle.loads(data)
+        if not ok:
+            raise RuntimeError(f"espeak failed on {args!r}: {value}")
+        return value
+
 
 def align_words(text: str, words: list[tuple[int, int]], phones: list[tuple[str, int]],
                 voiced_end: int) -> list[tuple[str, int, int]]:
@@ -236,6 +274,21 @@ def align_words(text: str, words: list[tuple[int, int]], phones: list[tuple[str,
     return [(w, bounds[i], bounds[i + 1]) for i, w in enumerate(tokens)]
 
 
+def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Ideal band-limited resampling through the FFT (numpy only), ``len(x) * new // orig`` out.
+
+    ``x`` is zero-padded to a multiple of ``orig / gcd`` input samples so that the rate ratio is
+    exact; our clips start and end in silence, so the FFT's periodicity adds no wrap-around.
+    numpy only on purpose: scipy in the worker makes each per-utterance fork 3x slower.
+    """
+    g = math.gcd(orig_rate, new_rate)
+    up, down = new_rate // g, orig_rate // g
+    n_in = down * (1 << (-(-len(x) // down) - 1).bit_length())  # FFT-friendly: down * 2^k
+    n_out = n_in // down * up
+    spec = np.fft.rfft(x, n_in)[: n_out // 2 + 1]
+    return np.fft.irfft(spec, n_out)[: len(x) * up // down] * (up / down)
+
+
 _ENGINE: Espeak | None = None
 
 
@@ -248,7 +301,7 @@ def synthesize(text: str, voice: str, rate: int, pitch: int, seed: int,
     global _ENGINE
     if _ENGINE is None:
         _ENGINE = Espeak()
-    audio, words, phones = _ENGINE.synth(text, voice, rate, pitch, seed)
+    audio, words, phones = _ENGINE.synth_isolated(text, voice, rate, pitch, seed)
     voiced = np.flatnonzero(np.abs(audio.astype(np.int32)) > 0.02 * np.abs(audio).max())
     onset, offset = int(voiced[0]), int(voiced[-1]) + 1
     align = align_words(text, words, phones, offset)
@@ -259,7 +312,7 @@ def synthesize(text: str, voice: str, rate: int, pitch: int, seed: int,
     lo, hi = max(0, onset - pad), min(len(audio), speech_end + pad)
     audio = np.pad(audio[lo:hi], (pad - (onset - lo), pad - (hi - speech_end)))
     lo = onset - pad  # where the output starts on espeak's time axis (may be negative)
-    out = resample_poly(audio.astype(np.float64), out_rate, sr)  # polyphase, Kaiser FIR
+    out = resample(audio.astype(np.float64), sr, out_rate)
     out = np.clip(np.round(out), -32768, 32767).astype(np.int16)
     dur = len(out) / out_rate
     times = [(w, round((s - lo) / sr, 3), min(round((e - lo) / sr, 3), dur)) for w, s, e in align]
@@ -324,15 +377,12 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
     logger.info("drew %d images; synthesising %d utterances with %d job(s)",
                 sum(sizes.values()), len(jobs), nj)
     results = {}
-    progress = dict(total=len(jobs), desc="espeak-ng", unit="utt")
-    if nj <= 1:
-        for job in tqdm(jobs, **progress):
-            results[job[0]] = _synth_job(job)[1:]
-    else:
-        # spawn: fresh interpreters, each initialising espeak once, inheriting no torch threads.
-        with multiprocessing.get_context("spawn").Pool(nj) as pool:
-            for utt, dur, times in tqdm(pool.imap(_synth_job, jobs, chunksize=16), **progress):
-                results[utt] = (dur, times)
+    # Workers are spawned even for nj=1: each forks per utterance (see Espeak), and forking this
+    # process, which may run torch threads, is unsafe; a fresh interpreter is not.
+    with multiprocessing.get_context("spawn").Pool(max(1, nj)) as pool:
+        jobs_done = pool.imap_unordered(_synth_job, jobs, chunksize=16)
+        for utt, dur, times in tqdm(jobs_done, total=len(jobs), desc="espeak-ng", unit="utt"):
+            results[utt] = (dur, times)
     counts = {}
     for split, m in meta.items():
         align = {u: results[u][1] for u in m["text"]}

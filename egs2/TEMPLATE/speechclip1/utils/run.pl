@@ -21,7 +21,7 @@ while (@ARGV && $ARGV[0] =~ /^--(\S+)$/) {
     die "run.pl: option --$opt needs a value\n" unless @ARGV;
     my $val = shift @ARGV;
     if ($opt eq "max-jobs-run" || $opt eq "max_jobs_run") { $max_jobs = $val; }
-    elsif ($opt !~ /^(gpu|mem|num-threads|num_threads|num_nodes|config|time)$/) {
+    elsif ($opt !~ /^(gpu|mem|num-threads|num_threads|num_nodes|config|time|name)$/) {
         die "run.pl: unknown option --$opt\n";
     }
 }

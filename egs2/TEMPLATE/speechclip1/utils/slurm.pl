@@ -29,6 +29,7 @@ while (@ARGV && $ARGV[0] =~ /^--(\S+)$/) {
         close $cf;
     }
     elsif (exists $map{$opt}) { push @sbatch_opts, $map{$opt} . $val unless $opt eq "gpu" && $val == 0; }
+    elsif ($opt eq "name") { push @sbatch_opts, "--job-name=$val"; }
     else { die "slurm.pl: unknown option --$opt\n"; }
 }
 my ($jobname, $start, $end, $ranged) = ("", 1, 1, 0);

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# speechclip.sh: the stages of a SpeechCLIP / SpeechCLIP+ recipe, shared by every egs2/<corpus>/speechclip1.
+#
+#   1 data preparation (local/data.sh)        5 evaluation (retrieval, keywords, CIF boundaries)
+#   2 audio check / repair / filter -> dump    6 pack for the model zoo        (not yet)
+#   3 frozen CLIP: image embeddings, vocab     7 upload to the Hugging Face hub (not yet)
+#   4 training with ESPnet's trainer           8 SUPERB-style probing via s3prl (not yet)
+#
+# Each stage logs a banner and writes a .done marker; re-running a finished stage is a no-op
+# (pass --redo true to run the selected stages again). Starting at --stage 4 trains on the data of
+# stages 1-3 (a new --tag or --train_config gives a new exp dir).
+set -e -u -o pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+SECONDS=0
+
+# General
+stage=1; stop_stage=5; redo=false
+ngpu=0; num_nodes=1; nj=2; python=python3
+dumpdir=dump; expdir=exp; tag=""
+# Data
+local_data_opts=""; train_set=train; valid_set=dev; test_sets=test
+# Stage 2
+fs=16000; min_sec=0.1; max_sec=60; max_drop_share=0.1
+# Stage 3: a pretrained CLIP by name/tag or local .pt, or a tiny CLIP trained here (tiny_clip_config)
+clip_model_name=ViT-B-32; clip_pretrained=openai; clip_model_config=""
+tiny_clip_config=""; tiny_clip_opts=""
+# Stage 4
+train_config=""; train_args=""
+# Stage 5
+eval_sets=""
+
+help_message="Usage: $0 --train_config <yaml> [options]
+  --stage / --stop_stage (${stage} / ${stop_stage})   --redo (${redo}): ignore .done markers
+  --ngpu (${ngpu}) --num_nodes (${num_nodes}) --nj (${nj}) --tag (default: the config's name)
+  --train_set (${train_set}) --valid_set (${valid_set}) --test_sets (\"${test_sets}\")
+  --local_data_opts: options for local/data.sh
+  --fs (${fs}) --min_sec (${min_sec}) --max_sec (${max_sec}) --max_drop_share (${max_drop_share})
+  --clip_model_name (${clip_model_name}) --clip_pretrained (${clip_pretrained}): tag or local .pt
+  --clip_model_config: open_clip JSON of a small CLIP; --tiny_clip_config: train one in stage 3
+  --train_config: training YAML; --train_args: extra training options
+  --eval_sets (default: valid + test sets)"
+
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+[ $# -gt 0 ] && { log "${help_message}"; log "Error: unexpected arguments: $*"; exit 2; }
+[ -z "${train_config}" ] && { log "Error: --train_config is required"; exit 2; }
+[ -z "${tag}" ] && tag=$(basename "${train_config}" .yaml)
+[ -z "${eval_sets}" ] && eval_sets="${valid_set} ${test_sets}"
+speechclip_exp="${expdir}/speechclip_${tag}"
+clip_dir="${expdir}/clip"
+if [ -n "${tiny_clip_config}" ]; then
+    clip_model_name=$(basename "${tiny_clip_config}" .json)
+    clip_model_config="${clip_dir}/$(basename "${tiny_clip_config}")"
+    clip_pretrained="${clip_dir}/${clip_model_name}.pt"
+fi
+clip_args="--clip_model_name ${clip_model_name} --clip_pretrained ${clip_pretrained}"
+[ -n "${clip_model_config}" ] && clip_args+=" --clip_model_config ${clip_model_config}"
+
+# done_already <marker>: the stage finished before and --redo is false
+done_already() { [ "${redo}" = false ] && [ -f "$1" ]; }
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    if done_already data/.stage1.done; then
+        log "Stage 1: data preparation: already done (data/.stage1.done)"
+    else
+        log "Stage 1: data preparation: local/data.sh ${local_data_opts}"
+        # shellcheck disable=SC2086
+        local/data.sh ${local_data_opts}
+        touch data/.stage1.done
+    fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    if done_already "${dumpdir}/.stage2.done"; then
+        log "Stage 2: audio formatting: already done (${dumpdir}/.stage2.done)"
+    else
+        for dset in ${train_set} ${valid_set} ${test_sets}; do
+            log "Stage 2: audio formatting: data/${dset} -> ${dumpdir}/${dset}"
+            ${python} -m espnet_speechclip.bin.format_audio --data_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" \
+                --fs "${fs}" --min_sec "${min_sec}" --max_sec "${max_sec}" --max_drop_share "${max_drop_share}" \
+                --nj "${nj}"
+        done
+        touch "${dumpdir}/.stage2.done"
+    fi
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    if done_already "${clip_dir}/.stage3.done"; then
+        log "Stage 3: frozen CLIP: already done (${clip_dir}/.stage3.done)"
+    else
+        mkdir -p "${clip_dir}"
+        if [ -n "${tiny_clip_config}" ]; then
+            log "Stage 3: training the tiny CLIP ${tiny_clip_config} on ${train_set} -> ${clip_pretrained}"
+            cp "${tiny_clip_config}" "${clip_model_config}"
+            # shellcheck disable=SC2086
+            ${python} -m espnet_speechclip.bin.train_tiny_clip --train_dir "${dumpdir}/${train_set}" \
+                --valid_dir "${dumpdir}/${valid_set}" --model_config "${clip_model_config}" \
+                --model_name "${clip_model_name}" --output "${clip_pretrained}" ${tiny_clip_opts}
+        fi
+        for dset in ${train_set} ${valid_set} ${test_sets}; do
+            log "Stage 3: CLIP image embeddings: ${dumpdir}/${dset}"
+            # shellcheck disable=SC2086
+            ${python} -m espnet_speechclip.bin.dump_image_feats --data_dir "${dumpdir}/${dset}" \
+                --out_dir "${dumpdir}/${dset}" ${clip_args}
+        done
+        log "Stage 3: reduced CLIP vocabulary from the ${train_set} captions only -> ${clip_dir}/vocab.txt"
+        # shellcheck disable=SC2086
+        ${python} -m espnet_speechclip.bin.build_clip_vocab --text "${dumpdir}/${train_set}/text" \
+            --output "${clip_dir}/vocab.txt" ${clip_args}
+        touch "${clip_dir}/.stage3.done"
+    fi
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    if done_already "${speechclip_exp}/.stage4.done"; then
+        log "Stage 4: training: already done (${speechclip_exp}/.stage4.done)"
+    else
+        log "Stage 4: training ${train_config} -> ${speechclip_exp} (log: ${speechclip_exp}/train.log)"
+        mkdir -p "${speechclip_exp}"
+        clip_conf="--clip_conf model_name=${clip_model_name} --clip_conf pretrained=${clip_pretrained}"
+        [ -n "${clip_model_config}" ] && clip_conf+=" --clip_conf model_config=${clip_model_config}"
+        # shellcheck disable=SC2086
+        ${python} -m espnet2.bin.launch \
+            --cmd "${cuda_cmd} --name ${speechclip_exp}/train.log" \
+            --log "${speechclip_exp}/train.log" \
+            --ngpu "${ngpu}" --num_nodes "${num_nodes}" \
+            --init_file_prefix "${speechclip_exp}/.dist_init_" \
+            --multiprocessing_distributed true -- \
+            ${python} -m espnet_speechclip.bin.speechclip_train \
+                --config "${train_config}" --output_dir "${speechclip_exp}" --resume true \
+                ${clip_conf} --clip_vocab "${clip_dir}/vocab.txt" \
+                --train_data_path_and_name_and_type "${dumpdir}/${train_set}/wav.scp,speech,sound" \
+                --train_data_path_and_name_and_type "${dumpdir}/${train_set}/image_feats.scp,image_feats,npy" \
+                --train_shape_file "${dumpdir}/${train_set}/speech_shape" \
+                --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
+                --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/image_feats.scp,image_feats,npy" \
+                --valid_shape_file "${dumpdir}/${valid_set}/speech_shape" \
+                ${train_args}
+        touch "${speechclip_exp}/.stage4.done"
+    fi
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    for dset in ${eval_sets}; do
+        outdir="${speechclip_exp}/eval_${dset}"
+        if done_already "${outdir}/.stage5.done"; then
+            log "Stage 5: evaluation on ${dset}: already done (${outdir}/.stage5.done)"
+            continue
+        fi
+        log "Stage 5: evaluation on ${dumpdir}/${dset} -> ${outdir}"
+        ${python} -m espnet_speechclip.bin.speechclip_eval --data_dir "${dumpdir}/${dset}" \
+            --model_dir "${speechclip_exp}" --output_dir "${outdir}"
+        touch "${outdir}/.stage5.done"
+    done
+    {
+        echo "<!-- Generated by speechclip.sh stage 5 -->"
+        for dset in ${eval_sets}; do cat "${speechclip_exp}/eval_${dset}/RESULTS.md"; echo; done
+    } > "${speechclip_exp}/RESULTS.md"
+    log "Stage 5: results: ${speechclip_exp}/RESULTS.md"
+fi
+
+log "Successfully finished stages ${stage}-${stop_stage} in ${SECONDS} s"

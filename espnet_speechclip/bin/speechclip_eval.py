@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Stage 5: evaluate a trained SpeechCLIP model on any Kaldi-style data dir.
+
+Example:
+    python -m espnet_speechclip.bin.speechclip_eval --data_dir dump/test --model_dir exp/hybrid_plus \\
+        --output_dir exp/hybrid_plus/eval_test
+
+The data dir needs wav.scp, utt2img, img.scp (and text for zero-shot text retrieval and keywords,
+word_align for CIF boundary F1). Writes results.json, RESULTS.md, recall_curves.png, cif_*.png.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from espnet_speechclip.bin._cli import setup_logging
+
+MODEL_FILES = ("valid.mean_r10.best.pth", "valid.loss.best.pth", "latest.pth")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--model_dir", required=True, help="ESPnet exp dir with config.yaml and *.pth")
+    parser.add_argument("--model_file", default=None, help=f"Default: the first of {MODEL_FILES} present")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num_cif_plots", type=int, default=4)
+    return parser
+
+
+def load_model(model_dir: str, model_file: str = None, device: str = "cpu"):
+    from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
+
+    model_dir = Path(model_dir)
+    if model_file is None:
+        found = [model_dir / f for f in MODEL_FILES if (model_dir / f).exists()]
+        if not found:
+            raise FileNotFoundError(f"{model_dir}: none of {MODEL_FILES} (has stage 4 finished?)")
+        model_file = str(found[0])
+    model, args = SpeechCLIPTask.build_model_from_file(str(model_dir / "config.yaml"), model_file, device)
+    return model.eval(), args
+
+
+def main(cmd=None):
+    args = get_parser().parse_args(cmd)
+    setup_logging()
+    from espnet_speechclip.clip_adapter import FrozenCLIP
+    from espnet_speechclip.evaluation import evaluate
+    from espnet_speechclip.report import write_report
+
+    torch.manual_seed(0)
+    model, train_args = load_model(args.model_dir, args.model_file, args.device)
+    clip = model.cascaded.clip if model.cascaded is not None else FrozenCLIP(**train_args.clip_conf)
+    pieces = clip.decode(model.cascaded.bridge.token_ids.tolist()) if model.cascaded is not None else None
+    result = evaluate(model, clip, args.data_dir, vocab_pieces=pieces)
+    write_report(result, args.model_dir, args.data_dir, args.output_dir, num_cif_plots=args.num_cif_plots,
+                 config=str(Path(args.model_dir) / "config.yaml"))
+
+
+if __name__ == "__main__":
+    main()

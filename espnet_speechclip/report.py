@@ -1,0 +1,81 @@
+"""Stage 5 outputs: results.json, an ESPnet-style RESULTS.md, recall@k curves and CIF plots."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
+from espnet_speechclip.evaluation import load_wav
+from espnet_speechclip.plots import plot_cif_firing, plot_recall_curves
+
+logger = logging.getLogger(__name__)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _recall_row(name: str, result: Dict[str, float]) -> str:
+    return f"|{name}|{_pct(result['r1'])}|{_pct(result['r5'])}|{_pct(result['r10'])}|"
+
+
+def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optional[str] = None) -> str:
+    lines = [f"# RESULTS: {Path(model_dir).name} on {data_dir}", "",
+             f"- model: `{model_dir}`" + (f" (config `{config}`)" if config else ""),
+             f"- {results['num_utterances']} utterances, {results['num_images']} images; recalls in %", ""]
+    lines += ["## Retrieval (R@1 / R@5 / R@10)", "", "|branch: direction|R@1|R@5|R@10|", "|---|---|---|---|"]
+    for branch, res in results["branches"].items():
+        for direction in ("speech_to_image", "image_to_speech", "speech_to_text", "text_to_speech"):
+            if direction in res:
+                lines.append(_recall_row(f"{branch}: {direction.replace('_', ' ')}", res[direction]))
+    if "clip_text_to_image" in results:
+        lines.append(_recall_row("frozen CLIP text→image (topline)", results["clip_text_to_image"]))
+    chance = results["chance"]
+    lines += ["", f"Chance: speech→image R@1 {_pct(chance['speech_to_image_r1'])}, "
+                  f"R@10 {_pct(chance['speech_to_image_r10'])}."]
+    if "clip_text_to_image" in results:
+        top = results["clip_text_to_image"]["r1"]
+        ratio = results["speech_to_image"]["r1"] / top if top > 0 else float("nan")
+        lines.append(f"Speech→image R@1 is {ratio:.2f} × the CLIP text→image topline.")
+    if "keyword" in results:
+        kw, ch = results["keyword"], results["keyword_chance"]
+        lines += ["", "## Keywords (cascaded branch)", "", "|metric|model|chance (random vocabulary tokens)|",
+                  "|---|---|---|"]
+        for key in ("precision", "recall", "f1"):
+            lines.append(f"|{key}|{_pct(kw[key])}|{_pct(ch[key])}|")
+        lines.append(f"|hit rate (top-5 per slot)|{_pct(kw['hit_rate'])}|-|")
+        lines += ["", "|utterance|transcript|keywords|", "|---|---|---|"]
+        for utt, ex in results.get("keyword_examples", {}).items():
+            lines.append(f"|{utt}|{ex['transcript']}|{' '.join(ex['keywords'])}|")
+    if "cif_boundary" in results:
+        b, ch = results["cif_boundary"], results["cif_boundary_chance"]
+        lines += ["", "## CIF word boundaries (±50 ms, fire time vs word end)", "",
+                  "|metric|model|chance (uniform random times, same count)|", "|---|---|---|"]
+        for key in ("precision", "recall", "f1"):
+            lines.append(f"|{key}|{_pct(b[key])}|{_pct(ch[key])}|")
+        lines.append(f"\nSegments per word: {results['segments_per_word']:.2f}.")
+    lines += ["", "Plots: `recall_curves.png`, `cif_*.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(evaluation: Dict, model_dir: str, data_dir: str, output_dir: str, num_cif_plots: int = 4,
+                 config: Optional[str] = None) -> None:
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = evaluation["results"]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "RESULTS.md").write_text(results_markdown(results, model_dir, data_dir, config))
+    plot_recall_curves(evaluation["curves"], out / "recall_curves.png", title=f"Recall@k on {Path(data_dir).name}")
+    speech = evaluation["speech"]
+    align_path = Path(data_dir) / "word_align"
+    if speech.alphas and align_path.is_file():
+        align = read_word_align(align_path)
+        wav_scp = read_kaldi_map(Path(data_dir) / "wav.scp")
+        for i, utt in enumerate(speech.utts[:num_cif_plots]):
+            plot_cif_firing(load_wav(utt, wav_scp[utt]), 16000, np.asarray(speech.alphas[i]), speech.frame_rates[i],
+                            speech.fire_times[i], align.get(utt, []), out / f"cif_{utt}.png", title=f"CIF: {utt}")
+    logger.info("wrote %s", out / "RESULTS.md")
