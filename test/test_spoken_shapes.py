@@ -17,15 +17,13 @@ from espnet_speechclip.data.kaldi_dir import (
     validate_data_dir,
     write_kaldi_map,
 )
+from espnet_speechclip.data.espeak_tts import EspeakEvent, align_words, resample
 from espnet_speechclip.data.spoken_shapes import (
     PAD_S,
     SMALL_SIZES,
     TEST_VARIANTS,
     TRAIN_VARIANTS,
-    EspeakEvent,
-    align_words,
     prepare_spoken_shapes,
-    resample,
     sample_scene,
 )
 
