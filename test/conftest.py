@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -22,9 +23,13 @@ def write_tiny_clip(directory: Path) -> dict:
     config = directory / "tiny_clip.json"
     config.write_text(json.dumps(TINY_CLIP))
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
-    ids = sorted({int(i) for i in tokenizer([" ".join(WORDS)])[0].tolist() if i != 0})
+    ids = sorted({int(i) for i in tokenizer([" ".join(WORDS)])[0].tolist() if i not in (0, 49406, 49407)})
     (directory / "vocab.txt").write_text("".join(f"{i}\n" for i in ids))
-    return {"model_name": "tiny-test-clip", "model_config": str(config)}
+    # Saved weights, so that every process (trainer, evaluator) sees the same random CLIP.
+    open_clip.factory._MODEL_CONFIGS["tiny-test-clip"] = TINY_CLIP
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-test-clip").state_dict(), directory / "tiny_clip.pt")
+    return {"model_name": "tiny-test-clip", "model_config": str(config), "pretrained": str(directory / "tiny_clip.pt")}
 
 
 def write_tiny_corpus(root: Path, num_images: int = 8, captions: int = 3, seed: int = 0) -> Path:

@@ -66,13 +66,13 @@ def test_clip_token_embeddings_path_equals_encode_text(clip):
 
 def test_clip_missing_local_checkpoint_is_one_clear_error(tiny_clip):
     with pytest.raises(MissingCheckpointError, match="clip_conf.pretrained"):
-        FrozenCLIP(**tiny_clip, pretrained="/nonexistent/ViT-B-32.pt")
+        FrozenCLIP(**{**tiny_clip, "pretrained": "/nonexistent/ViT-B-32.pt"})
 
 
 def test_clip_local_checkpoint_round_trip(tiny_clip, clip, tmp_path):
     path = tmp_path / "clip.pt"
     torch.save(clip.model.state_dict(), path)
-    loaded = FrozenCLIP(**tiny_clip, pretrained=str(path))
+    loaded = FrozenCLIP(**{**tiny_clip, "pretrained": str(path)})
     ids = clip.tokenize(["a red star"])
     torch.testing.assert_close(loaded.model.encode_text(ids), clip.model.encode_text(ids))
 

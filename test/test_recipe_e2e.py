@@ -1,0 +1,87 @@
+"""The SpokenShapes recipe, stages 1-5, on the small corpus with a tiny training config."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs2" / "spoken_shapes" / "speechclip1"
+
+
+def tiny_train_config(path: Path, **overrides) -> Path:
+    config = yaml.safe_load((RECIPE / "conf" / "train_hybrid_plus.yaml").read_text())
+    config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=1, attention_heads=2)
+    for slot in ("parallel_conf", "segmenter_conf"):
+        config[slot].update(attention_heads=2, linear_units=64)
+    config.update(max_epoch=2, batch_size=16, num_workers=0, **overrides)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipe")
+    shutil.copytree(RECIPE, work / "speechclip1", symlinks=False,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    return work / "speechclip1"
+
+
+def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = ["./run.sh", "--local_data_opts", "--small true", "--tiny_clip_opts", "--epochs 2 --batch_size 16",
+           "--train_config", str(tiny_train_config(recipe / "conf" / "tiny.yaml")), *args]
+    env = {**os.environ, "PATH": f"{ROOT / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
+    first = run_recipe(recipe, "--stage", "1", "--stop-stage", "5")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for n in range(1, 6):
+        assert f"Stage {n}:" in first.stdout
+    exp = recipe / "exp" / "speechclip_tiny"
+    results = json.loads((exp / "eval_test" / "results.json").read_text())
+    for key in ("speech_to_image", "image_to_speech", "speech_to_text", "text_to_speech"):
+        assert set(results[key]) == {"r1", "r5", "r10"} and all(0 <= v <= 1 for v in results[key].values())
+    assert set(results["keyword"]) == {"precision", "recall", "f1", "hit_rate"}
+    assert set(results["cif_boundary"]) == {"precision", "recall", "f1"}
+    assert results["num_utterances"] == 24 and results["num_images"] == 12
+    assert (exp / "eval_test" / "recall_curves.png").stat().st_size > 0
+    assert list((exp / "eval_test").glob("cif_*.png"))
+    assert "RESULTS" in (exp / "RESULTS.md").read_text()
+    problems = (recipe / "dump" / "train" / "problems.txt").read_text()
+    assert problems == ""  # the generated corpus is clean
+    import open_clip
+
+    vocab = {int(line.split()[0]) for line in (recipe / "exp" / "clip" / "vocab.txt").read_text().splitlines()}
+    train_text = [line.split(maxsplit=1)[1] for line in (recipe / "dump" / "train" / "text").read_text().splitlines()]
+    train_ids = set(open_clip.get_tokenizer("ViT-B-32")(train_text).flatten().tolist()) - {0, 49406, 49407}
+    assert vocab == train_ids  # exactly the train captions' tokens, nothing from dev/test
+
+    again = run_recipe(recipe, "--stage", "1", "--stop-stage", "5")
+    assert again.returncode == 0
+    for n in (1, 2, 3, 4, 5):
+        assert f"Stage {n}:" in again.stdout
+    assert again.stdout.count("already done") >= 5
+
+
+@pytest.mark.slow
+def test_parallel_variant_from_stage_4_has_no_keyword_metrics(recipe):
+    if not (recipe / "exp" / "clip" / ".stage3.done").exists():
+        pytest.skip("needs the stages 1-3 of the previous test")
+    config = tiny_train_config(recipe / "conf" / "tiny_parallel.yaml")
+    data = yaml.safe_load(config.read_text())
+    for key in ("segmenter", "segmenter_conf", "vq_conf"):
+        data.pop(key)
+    config.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PATH": f"{ROOT / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}"}
+    result = subprocess.run(["./run.sh", "--stage", "4", "--stop-stage", "5", "--train_config", str(config),
+                             "--eval_sets", "test"], cwd=recipe, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((recipe / "exp" / "speechclip_tiny_parallel" / "eval_test" / "results.json").read_text())
+    assert "keyword" not in results and "cif_boundary" not in results
+    assert set(results["branches"]) == {"parallel"}
