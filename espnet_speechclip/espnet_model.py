@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
@@ -24,6 +25,7 @@ from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 class ESPnetSpeechCLIPModel(AbsESPnetModel):
     """Args:
         upstream: frozen speech upstream with weighted layer sum (frames at its rate).
+        specaug: optional SpecAugment on the upstream frames, applied in training only.
         encoder: optional trainable ESPnet encoder between upstream and branches.
         parallel: parallel branch or None.  cascaded: cascaded branch or None.
         temperature / learnable_temperature: InfoNCE τ (base: 0.07 fixed; large: learnable).
@@ -31,7 +33,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         retrieval_branch: branch whose embedding ``encode_speech`` returns as "embedding".
     """
 
-    def __init__(self, upstream: AbsFrontend, encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
+    def __init__(self, upstream: AbsFrontend, specaug: Optional[AbsSpecAug], encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
                  cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
                  retrieval_branch: str = "parallel"):
@@ -43,6 +45,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         if (parallel if retrieval_branch == "parallel" else cascaded) is None:
             retrieval_branch = "cascaded" if parallel is None else "parallel"
         self.upstream = upstream
+        self.specaug = specaug
         self.encoder = encoder
         self.parallel = parallel
         self.cascaded = cascaded
@@ -58,6 +61,8 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
     def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """speech (B, S) -> frames (B, T, D), frame_lengths (B,)."""
         frames, lengths = self.upstream(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            frames, lengths = self.specaug(frames, lengths)
         if self.encoder is not None:
             frames, lengths, _ = self.encoder(frames, lengths)
         return frames, lengths

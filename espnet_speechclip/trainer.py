@@ -55,7 +55,10 @@ class SpeechCLIPTrainer(Trainer):
             for direction, short in (("speech_to_image", "s2i"), ("image_to_speech", "i2s")):
                 for k, value in result[direction].items():
                     stats[f"{short}_{k}_{name}"] = value
-            stats[f"mean_r10_{name}"] = 0.5 * (result["speech_to_image"]["r10"] + result["image_to_speech"]["r10"])
-        stats["mean_r10"] = stats[f"mean_r10_{core.retrieval_branch}"]
+            for k in ("r1", "r10"):
+                stats[f"mean_{k}_{name}"] = 0.5 * (result["speech_to_image"][k] + result["image_to_speech"][k])
+        # mean_r10 is SpeechCLIP's selection criterion; mean_r1 suits small dev sets where R@10 saturates.
+        for k in ("r1", "r10"):
+            stats[f"mean_{k}"] = stats[f"mean_{k}_{core.retrieval_branch}"]
         reporter.register(stats)
         reporter.next()

@@ -10,7 +10,7 @@ from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
 from espnet_speechclip.vq_bridge import VQBridge
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(ROOT.glob("egs2/*/speechclip1/conf/**/*.yaml"))
+CONFIGS = sorted(p for p in ROOT.glob("egs2/*/speechclip1/conf/**/*.yaml") if p.name.startswith("train"))
 
 
 def accepted(cls):

@@ -49,7 +49,7 @@ def build_hybrid_plus(hubert_ckpt, tiny_clip):
     parallel = ParallelBranch(48, clip.embed_dim, attention_heads=2, linear_units=64)
     segmenter = CIFSegmenter(48, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.1)
     bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(0, clip.sot_id, clip.eot_id))
-    return ESPnetSpeechCLIPModel(upstream, None, parallel, CascadedBranch(segmenter, bridge, clip))
+    return ESPnetSpeechCLIPModel(upstream, None, None, parallel, CascadedBranch(segmenter, bridge, clip))
 
 
 def test_one_step_updates_branches_and_leaves_frozen_parts_bit_identical(hubert_ckpt, tiny_clip):

@@ -24,10 +24,14 @@ def tiny_train_config(path: Path, **overrides) -> Path:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    work = tmp_path_factory.mktemp("recipe")
-    shutil.copytree(RECIPE, work / "speechclip1", symlinks=False,
-                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
-    return work / "speechclip1"
+    # A copy of the recipe as a user would make one: own run.sh/conf/local, shared template links.
+    work = tmp_path_factory.mktemp("recipe") / "speechclip1"
+    work.mkdir()
+    for name in ("run.sh", "conf", "local"):
+        (shutil.copytree if (RECIPE / name).is_dir() else shutil.copy2)(RECIPE / name, work / name)
+    for name in ("speechclip.sh", "path.sh", "cmd.sh", "utils"):
+        (work / name).symlink_to((RECIPE / name).resolve())
+    return work
 
 
 def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:

@@ -19,6 +19,8 @@ from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 upstream_choices = ClassChoices("upstream", classes=dict(s3prl=S3PRLWeightedSumUpstream),
                                 type_check=AbsFrontend, default="s3prl")
+specaug_choices = ClassChoices("specaug", classes=dict(specaug=SpecAug), type_check=AbsSpecAug, default=None,
+                               optional=True)
 encoder_choices = ClassChoices("encoder", classes=dict(transformer=TransformerEncoder, conformer=ConformerEncoder),
                                type_check=AbsEncoder, default=None, optional=True)
 parallel_choices = ClassChoices("parallel", classes=dict(parallel=ParallelBranch), type_check=AbsBranch,
@@ -64,7 +68,7 @@ def read_vocab(path: str) -> torch.Tensor:
 
 class SpeechCLIPTask(AbsTask):
     num_optimizers: int = 1
-    class_choices_list = [upstream_choices, encoder_choices, parallel_choices, segmenter_choices, model_choices]
+    class_choices_list = [upstream_choices, specaug_choices, encoder_choices, parallel_choices, segmenter_choices, model_choices]
     trainer = SpeechCLIPTrainer
 
     @classmethod
@@ -113,7 +117,10 @@ class SpeechCLIPTask(AbsTask):
         upstream = upstream_choices.get_class(args.upstream)(**args.upstream_conf)
         frame_size = upstream.output_size()
 
-        # 2. Optional trainable encoder over the upstream frames.
+        # 2. Optional SpecAugment on the upstream frames (training only) and trainable encoder.
+        specaug = None
+        if args.specaug is not None:
+            specaug = specaug_choices.get_class(args.specaug)(**args.specaug_conf)
         encoder = None
         if args.encoder is not None:
             encoder = encoder_choices.get_class(args.encoder)(input_size=frame_size, **args.encoder_conf)
@@ -141,5 +148,5 @@ class SpeechCLIPTask(AbsTask):
             cascaded = CascadedBranch(segmenter, bridge, clip)
 
         # 6. The model.
-        return model_choices.get_class(args.model)(upstream=upstream, encoder=encoder, parallel=parallel,
+        return model_choices.get_class(args.model)(upstream=upstream, specaug=specaug, encoder=encoder, parallel=parallel,
                                                    cascaded=cascaded, **args.model_conf)
