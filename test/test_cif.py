@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from espnet_speechclip import cif as cif_module
 from espnet_speechclip.cif import (
     CIFWeightPredictor,
     integrate_and_fire,
@@ -31,6 +32,13 @@ def naive_cif(frames, alpha, length, threshold=1.0, tail_threshold=0.5):
         segments.append(state * (threshold / acc.detach()))
         fires.append(length - 1)
     return segments, fires
+
+
+@pytest.fixture(autouse=True, params=["dense", "scattered"])
+def kernel_path(request, monkeypatch):
+    """Every test runs through both ways of building segments (matmul and scatter)."""
+    monkeypatch.setattr(cif_module, "DENSE_MAX_SEGMENTS", 10**9 if request.param == "dense" else -1)
+    return request.param
 
 
 def random_case(batch=4, frames=37, dim=5, seed=0, alpha_scale=1.0):
