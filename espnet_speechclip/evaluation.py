@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.clip_features import load_image_batch
+from espnet_speechclip.data.audio_format import resample
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
 from espnet_speechclip.metrics import (boundary_f1, content_words, keyword_hit_rate, keyword_prf,
                                        recall_curve, retrieval_recall)
@@ -34,10 +35,7 @@ def load_wav(utt: str, path: str) -> np.ndarray:
         raise ValueError(f"utterance {utt}: cannot read {path}: {err}") from err
     wav = wav.mean(axis=1)
     if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        gcd = np.gcd(rate, SAMPLE_RATE)
-        wav = resample_poly(wav, SAMPLE_RATE // gcd, rate // gcd).astype(np.float32)
+        wav = resample(wav, rate, SAMPLE_RATE)
     if wav.size == 0:
         raise ValueError(f"utterance {utt}: empty audio ({path})")
     return wav
@@ -79,7 +77,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
     utts = list(wav_scp)
     waves = {u: load_wav(u, wav_scp[u]) for u in tqdm(utts, desc="stage 5: reading audio")}
     order = sorted(utts, key=lambda u: len(waves[u]))
-    batches, current, current_len = [], [], 0
+    batches, current = [], []
     for utt in order:
         if current and (len(current) + 1) * len(waves[utt]) > batch_seconds * SAMPLE_RATE:
             batches.append(current)
@@ -137,7 +135,7 @@ def embed_images_and_texts(clip: FrozenCLIP, img_scp: Dict[str, str], images: Li
 
 def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List[str]] = None,
              boundary_tolerance: float = 0.05, seed: int = 0) -> Dict:
-    """All DESIGN §6 metrics; returns (results dict, SpeechOutputs, curves) for reporting."""
+    """All DESIGN §6 metrics: ``{"results": dict, "speech": SpeechOutputs, "curves": recall@k curves}``."""
     data = Path(data_dir)
     wav_scp, utt2img, img_scp = (read_kaldi_map(data / n) for n in ("wav.scp", "utt2img", "img.scp"))
     text = read_kaldi_map(data / "text") if (data / "text").is_file() else {}
@@ -154,7 +152,8 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
     results: Dict = {"num_utterances": len(speech.utts), "num_images": len(images), "branches": {}}
     curves: Dict[str, Dict[int, float]] = {}
     has_text = len(transcripts) > 0 and all(u in text for u in speech.utts)
-    utt2text_index = torch.tensor([transcripts.index(text[u]) for u in speech.utts]) if has_text else None
+    text_index = {t: n for n, t in enumerate(transcripts)}
+    utt2text_index = torch.tensor([text_index[text[u]] for u in speech.utts]) if has_text else None
     for name, emb in speech.embeddings.items():
         branch = retrieval_recall(emb, image_emb, utt2img_index)
         if has_text:
@@ -168,8 +167,8 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
     results.update(results["branches"][model.retrieval_branch])
     if has_text:
         # The frozen CLIP's own text→image retrieval of the transcripts: the ceiling for speech.
-        text2img = torch.tensor([img_index[utt2img[next(u for u in speech.utts if text[u] == t)]]
-                                 for t in transcripts])
+        image_of_text = {text[u]: img_index[utt2img[u]] for u in speech.utts}
+        text2img = torch.tensor([image_of_text[t] for t in transcripts])
         results["clip_text_to_image"] = retrieval_recall(text_emb, image_emb, text2img)["speech_to_image"]
         curves["CLIP text→image (topline)"] = recall_curve(text_emb, image_emb, text2img,
                                                            max_k=min(50, len(images)))

@@ -45,7 +45,10 @@ def text_to_image_recall(model, images: torch.Tensor, tokens: torch.Tensor, imag
     model.eval()
     distinct = sorted(set(image_ids))
     index = {img: n for n, img in enumerate(distinct)}
-    first = [image_ids.index(img) for img in distinct]
+    first_of = {}
+    for n, img in enumerate(image_ids):
+        first_of.setdefault(img, n)
+    first = [first_of[img] for img in distinct]
     image_emb = torch.cat([model.encode_image(images[first][s:s + 256]) for s in range(0, len(first), 256)])
     text_emb = torch.cat([model.encode_text(tokens[s:s + 256]) for s in range(0, len(tokens), 256)])
     labels = torch.tensor([index[i] for i in image_ids])
@@ -66,7 +69,6 @@ def train_tiny_clip(train_dir: str, model_config: str, output: str, model_name: 
     tokenizer = open_clip.get_tokenizer(model_name)
     pairs = image_caption_pairs(train_dir)
     images, tokens = _encode_pairs(model, preprocess, tokenizer, pairs)
-    # Captions are short: the causal text tower needs no positions past the longest EOT.
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / batch_size)
     total = epochs * steps_per_epoch

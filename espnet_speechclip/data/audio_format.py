@@ -26,6 +26,14 @@ logger = logging.getLogger(__name__)
 PER_UTT_FILES = ("text", "utt2img", "utt2spk", "word_align")
 
 
+def resample(wav: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling (scipy) to ``target`` Hz, float32."""
+    from scipy.signal import resample_poly
+
+    gcd = np.gcd(int(rate), int(target))
+    return resample_poly(wav, int(target) // gcd, int(rate) // gcd).astype(np.float32)
+
+
 @dataclass
 class AudioResult:
     utt: str
@@ -53,10 +61,7 @@ def check_audio(utt: str, path: str, out_wav_dir: Path, fs: int = 16000, min_sec
         data = data.mean(axis=1, keepdims=True)
     wav = data[:, 0]
     if rate != fs:
-        from scipy.signal import resample_poly
-
-        gcd = np.gcd(int(rate), int(fs))
-        wav = resample_poly(wav, fs // gcd, rate // gcd).astype(np.float32)
+        wav = resample(wav, rate, fs)
         notes.append(f"resampled {rate} Hz -> {fs} Hz")
     duration = len(wav) / fs
     if len(wav) == 0 or duration < min_sec:
