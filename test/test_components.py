@@ -109,3 +109,30 @@ def test_preprocessor_rejects_empty_and_too_short_audio_naming_the_utterance():
     again = SpeechCLIPPreprocessor(train=True, max_train_samples=1000, min_samples=400)("utt_long", {"speech": np.arange(5000.0)})
     np.testing.assert_array_equal(out["speech"], again["speech"])  # reproducible crop
     assert SpeechCLIPPreprocessor(train=False)("u", {"speech": np.zeros(200000)})["speech"].shape == (200000,)
+
+
+def test_training_crop_and_speed_perturbation_follow_the_epoch_seed():
+    effects = [[1.0, "speed_perturb", {"factor": 0.9}], [1.0, "speed_perturb", {"factor": 1.1}]]
+    pre = SpeechCLIPPreprocessor(train=True, max_train_samples=None, data_aug_effects=effects, data_aug_prob=1.0)
+    wave = np.sin(np.arange(16000) / 10.0).astype(np.float32)
+
+    def lengths(epoch_seed):
+        torch.manual_seed(epoch_seed)  # what ESPnet's trainer does at the start of every epoch
+        return [pre(f"utt{i}", {"speech": wave})["speech"].size for i in range(16)]
+
+    first = lengths(1)
+    # factor 0.9 plays 10/9 as long, 1.1 plays 10/11 as long; both occur, nothing else
+    assert set(first) == {17778, 14546}
+    assert lengths(1) == first  # same epoch seed, same effects
+    assert any(lengths(seed) != first for seed in (2, 3, 4))  # another epoch, other draws
+    # the crop position changes with the epoch too, and is reproducible within it
+    crop = SpeechCLIPPreprocessor(train=True, max_train_samples=1000)
+    starts = {}
+    for seed in (1, 1, 2, 3):
+        torch.manual_seed(seed)
+        starts.setdefault(seed, set()).add(float(crop("u", {"speech": np.arange(5000.0)})["speech"][0]))
+    assert len(starts[1]) == 1 and len(set.union(*starts.values())) > 1
+    assert SpeechCLIPPreprocessor(train=False, data_aug_effects=effects, data_aug_prob=1.0)(
+        "u", {"speech": wave})["speech"].size == 16000  # never at evaluation
+    with pytest.raises(ValueError, match="data_aug_prob"):
+        SpeechCLIPPreprocessor(train=True, data_aug_prob=1.5)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
+import yaml
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
@@ -85,6 +86,13 @@ class SpeechCLIPTask(AbsTask):
                            help="Random crop of training audio (SpeechCLIP: 102400 samples)")
         group.add_argument("--min_samples", type=int, default=400,
                            help="Shorter audio is an error (one HuBERT frame needs 400 samples)")
+        group.add_argument("--data_aug_effects", type=yaml.safe_load, default=None,
+                           help="ESPnet DataAugmentation effects applied to training audio, e.g. "
+                                "[[1.0, speed_perturb, {factor: 0.9}], [1.0, speed_perturb, {factor: 1.1}]]")
+        group.add_argument("--data_aug_num", type=int, nargs=2, default=[1, 1],
+                           help="Range of the number of effects applied to one utterance")
+        group.add_argument("--data_aug_prob", type=float, default=0.0,
+                           help="Probability that an effect is applied to a training utterance")
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
 
@@ -100,7 +108,9 @@ class SpeechCLIPTask(AbsTask):
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool
                             ) -> Optional[Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
         return SpeechCLIPPreprocessor(train=train, max_train_samples=args.max_train_samples,
-                                      min_samples=args.min_samples, seed=args.seed)
+                                      min_samples=args.min_samples, seed=args.seed,
+                                      data_aug_effects=args.data_aug_effects, data_aug_num=args.data_aug_num,
+                                      data_aug_prob=args.data_aug_prob)
 
     @classmethod
     def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
