@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -29,12 +30,98 @@ class MissingCheckpointError(FileNotFoundError):
     """Pretrained weights are neither on disk nor downloadable; the message says what to fetch."""
 
 
-def _resolve_local(path: Optional[str], what: str, option: str) -> Optional[str]:
-    if path is None:
+# How both entry points name the CLIP weights: the stage 3 option and the training option.
+_OPTIONS = "--clip_pretrained (recipe) / clip_conf.pretrained (training config)"
+
+
+def is_local_checkpoint(pretrained: Optional[str]) -> bool:
+    """A path (has a directory part or a checkpoint suffix) rather than an open_clip tag."""
+    return pretrained is not None and (Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
+                                       or "/" in pretrained)
+
+
+def is_torchscript_archive(path: str) -> bool:
+    """OpenAI's published CLIP ``.pt`` files are TorchScript archives (a zip with ``constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _fetch_hint(model_name: str, pretrained: str) -> str:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    sources = [f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}/resolve/main/open_clip_pytorch_model.bin"
+               if cfg.get("hf_hub") else "", cfg.get("url", "")]
+    sources = " or ".join(s for s in sources if s) or f"the {model_name} / {pretrained} checkpoint"
+    return (f"Without a network, fetch {sources} on another machine, copy it here and set {_OPTIONS} "
+            f"to its path")
+
+
+def check_clip_weights(model_name: str, pretrained: Optional[str]) -> Optional[str]:
+    """Make sure the weights can be had before any work starts; returns the local file, if any.
+
+    A local path must exist; a tag must be known to open_clip and is downloaded into open_clip's
+    cache now (the later stages find it there). Raises ``MissingCheckpointError`` otherwise.
+    """
+    import open_clip
+
+    if pretrained is None:
         return None
-    if not Path(path).is_file():
-        raise MissingCheckpointError(f"{what} checkpoint not found: {path} (set {option} to an existing file)")
-    return str(path)
+    if is_local_checkpoint(pretrained):
+        if not Path(pretrained).is_file():
+            raise MissingCheckpointError(f"CLIP checkpoint not found: {pretrained} (fetch the OpenAI/open_clip "
+                                         f"{model_name} checkpoint and set {_OPTIONS} to it)")
+        return pretrained
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model_name!r}; tags: "
+                         f"{open_clip.list_pretrained_tags_by_model(model_name)}")
+    try:
+        return open_clip.download_pretrained(cfg)
+    except Exception as err:  # network errors come in many types (OSError, HTTPError, HF hub errors)
+        raise MissingCheckpointError(f"Cannot obtain CLIP weights {model_name!r} / {pretrained!r} "
+                                     f"({type(err).__name__}: {err}). {_fetch_hint(model_name, pretrained)}") from err
+
+
+def _create_model(model_name: str, pretrained: Optional[str]) -> nn.Module:
+    """open_clip model with the weights of ``pretrained`` (tag, state dict or TorchScript archive)."""
+    import open_clip
+
+    if pretrained is None:
+        return open_clip.create_model(model_name, pretrained=None, load_weights=False)
+    if is_local_checkpoint(pretrained):
+        check_clip_weights(model_name, pretrained)
+        if not is_torchscript_archive(pretrained):
+            try:
+                return open_clip.create_model(model_name, pretrained=pretrained)
+            except RuntimeError as err:
+                raise ValueError(f"CLIP checkpoint {pretrained} does not fit open_clip model {model_name!r}: "
+                                 f"{err}") from err
+        # OpenAI's own file: a TorchScript archive of a QuickGELU model; its state dict has the
+        # names open_clip's CLIP uses, plus three non-parameter entries.
+        logger.info("%s: OpenAI TorchScript archive, loaded as %s with QuickGELU", pretrained, model_name)
+        model = open_clip.create_model(model_name, pretrained=None, load_weights=False, force_quick_gelu=True)
+        state = torch.jit.load(pretrained, map_location="cpu").state_dict()
+        for key in ("input_resolution", "context_length", "vocab_size"):
+            state.pop(key, None)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"CLIP checkpoint {pretrained} does not fit open_clip model {model_name!r}: "
+                             f"{err}") from err
+        return model
+    # Tag: open_clip 3 only *warns* when a tag was trained with QuickGELU (all OpenAI weights) and the
+    # model config uses GELU; the embeddings would be silently off, so the activation follows the tag.
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    try:
+        return open_clip.create_model(model_name, pretrained=pretrained,
+                                      force_quick_gelu=bool(cfg.get("quick_gelu", False)))
+    except (RuntimeError, OSError, ValueError) as err:
+        hint = _fetch_hint(model_name, pretrained)
+        raise MissingCheckpointError(f"Cannot obtain CLIP weights {model_name!r} / {pretrained!r} "
+                                     f"({type(err).__name__}: {err}). {hint}") from err
 
 
 class FrozenCLIP(nn.Module):
@@ -44,7 +131,9 @@ class FrozenCLIP(nn.Module):
         model_name: open_clip model name ("ViT-B-32", "ViT-L-14", ...) or the name given in
             ``model_config``.
         pretrained: an open_clip pretrained tag ("openai", "laion2b_s34b_b79k") or a local
-            checkpoint path in OpenAI/open_clip ``.pt`` format; None keeps random weights.
+            checkpoint: an open_clip state dict (``.pt``/``.bin``/``.safetensors``; for OpenAI
+            weights saved this way name the model "ViT-B-32-quickgelu") or OpenAI's published
+            TorchScript ``.pt`` (QuickGELU applied automatically); None keeps random weights.
         model_config: path to an open_clip model-config JSON ({"embed_dim", "vision_cfg",
             "text_cfg"}) registered under ``model_name``: how small CLIPs are built.
     """
@@ -59,20 +148,7 @@ class FrozenCLIP(nn.Module):
             if not config_path.is_file():
                 raise MissingCheckpointError(f"CLIP model config not found: {model_config}")
             open_clip.factory._MODEL_CONFIGS[model_name] = json.loads(config_path.read_text())
-        local = pretrained is not None and (Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
-                                            or "/" in pretrained)
-        if local:
-            _resolve_local(pretrained, "CLIP", "clip_conf.pretrained")
-        try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, load_weights=pretrained is not None)
-        except (RuntimeError, OSError, ValueError) as err:
-            if local:
-                raise
-            raise MissingCheckpointError(
-                f"Cannot obtain CLIP weights '{model_name}' / '{pretrained}' ({type(err).__name__}: {err}). "
-                f"Without a network, download the OpenAI/open_clip checkpoint for {model_name} "
-                f"(e.g. {model_name}.pt) elsewhere, copy it here and set clip_conf.pretrained=/path/to/it."
-            ) from err
+        model = _create_model(model_name, pretrained)
         self.model = model
         self.model_name = model_name
         self.preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)

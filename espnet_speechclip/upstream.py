@@ -27,9 +27,15 @@ logger = logging.getLogger(__name__)
 
 # Which s3prl names load a local file, and the download hint when it is missing.
 _LOCAL_NAMES = {"hubert_local", "wav2vec2_local", "wavlm_local", "hubert_custom", "wav2vec2_custom"}
-_DOWNLOAD_HINT = ("fetch the checkpoint (e.g. HuBERT base: hubert_base_ls960.pt from the fairseq HuBERT page) "
-                  "and set upstream_conf: {name: hubert_local, path_or_url: /path/to/it.pt, "
-                  "extra_conf: {fairseq: true}} (or a checkpoint already converted by s3prl)")
+_CONVERTED = "https://huggingface.co/s3prl/converted_ckpts/resolve/main/"
+_DOWNLOAD_HINT = (f"fetch s3prl's converted checkpoint ({_CONVERTED}hubert_base_ls960.pt for HuBERT base, "
+                  f"{_CONVERTED}hubert_large_ll60k.pt for HuBERT large) and set upstream_conf: "
+                  "{name: hubert_local, path_or_url: /path/to/it.pt} (a raw fairseq .pt also needs "
+                  "extra_conf: {fairseq: true} and the fairseq package)")
+# HuBERT BASE (Hsu et al. 2021, Table 1; the architecture of hubert_base_ls960.pt), as s3prl
+# HubertConfig fields: 7-layer conv feature extractor (s3prl's default), 12 x 768, FFN 3072, 12 heads.
+HUBERT_BASE = {"extractor_mode": "default", "encoder_layers": 12, "encoder_embed_dim": 768,
+               "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12, "final_dim": 256}
 
 
 def write_random_hubert_checkpoint(path: str, model_overrides: Dict, seed: int = 0) -> str:
@@ -62,6 +68,23 @@ def _random_hubert_path(conf: Dict) -> str:
     return str(cache / f"random_hubert_{key}.pt")
 
 
+def check_upstream_weights(name: str, path_or_url: Optional[str] = None, extra_conf: Optional[Dict] = None) -> None:
+    """Fail at once, naming the file to fetch and the option, when a local upstream cannot load.
+
+    Hub names (``hubert``...) are not checked here: s3prl downloads them when the upstream is built.
+    """
+    if name not in _LOCAL_NAMES:
+        return
+    if path_or_url is None or not Path(path_or_url).is_file():
+        raise FileNotFoundError(f"upstream checkpoint not found: {path_or_url!r}; {_DOWNLOAD_HINT}")
+    if (extra_conf or {}).get("fairseq") or (extra_conf or {}).get("legacy"):
+        try:
+            import fairseq  # noqa: F401
+        except ImportError:
+            raise ImportError(f"{path_or_url}: a raw fairseq checkpoint needs the fairseq package, which is "
+                              f"not installed; instead {_DOWNLOAD_HINT}") from None
+
+
 class S3PRLWeightedSumUpstream(AbsFrontend):
     """s3prl upstream with a learned softmax-weighted sum over all hidden states.
 
@@ -87,8 +110,7 @@ class S3PRLWeightedSumUpstream(AbsFrontend):
                 write_random_hubert_checkpoint(path_or_url, random_hubert)
         if not hasattr(hub, name):
             raise ValueError(f"unknown s3prl upstream '{name}'")
-        if name in _LOCAL_NAMES and (path_or_url is None or not Path(path_or_url).is_file()):
-            raise FileNotFoundError(f"upstream checkpoint not found: {path_or_url!r}; {_DOWNLOAD_HINT}")
+        check_upstream_weights(name, path_or_url, extra_conf)
         try:
             self.upstream = S3PRLUpstream(name, path_or_url=path_or_url, extra_conf=extra_conf)
         except (OSError, RuntimeError) as err:

@@ -1,0 +1,1 @@
+../../TEMPLATE/speechclip1/speechclip.sh
