@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import string
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -181,3 +182,78 @@ def pack_model(exp_dir: str, outpath: str, model_file: Optional[str] = None,
                  outpath=str(outpath), option=sorted(options))
     logger.info("packed %s (%d files) -> %s", exp, len(members) + len(options) + 1, outpath)
     return {**{k: str(v) for k, v in {**members, **options}.items()}, f"{prefix}/config.yaml": str(config_path)}
+
+
+class UploadError(RuntimeError):
+    """Uploading is impossible (no token, no network, no such repo); nothing was changed."""
+
+
+def model_card(unpacked: Path, hf_repo: str) -> str:
+    """README.md of the hub repo, from ``templates/model_card.md`` and the packed RESULTS.md."""
+    meta = yaml.safe_load((unpacked / "meta.yaml").read_text())
+    config_name = meta["yaml_files"]["train_config"]
+    config = yaml.safe_load((unpacked / config_name).read_text())
+    branches = [b for b in ("parallel", "segmenter") if config.get(b)]
+    name = {("parallel",): "Parallel", ("segmenter",): "Cascaded"}.get(tuple(branches), "Hybrid")
+    variant = name + ("+" if config.get("segmenter") == "cif" else "")
+    results = sorted(unpacked.glob("exp/*/RESULTS.md"))
+    upstream = config.get("upstream_conf", {})
+    clip = config.get("clip_conf", {})
+    template = string.Template((Path(__file__).parent / "templates" / "model_card.md").read_text())
+    return template.substitute(
+        model_name=hf_repo.split("/")[-1], hf_repo=hf_repo, variant=variant, train_config=config_name,
+        branches=", ".join(f"{b}: {config[b]}" for b in branches),
+        upstream=upstream.get("name", "?") + (" (random HuBERT)" if upstream.get("random_hubert") else ""),
+        clip=f"{clip.get('model_name', '?')} / {Path(str(clip.get('pretrained'))).name}",
+        results=results[0].read_text().replace("<!--", "<!-- ") if results else "(no RESULTS.md was packed)")
+
+
+def build_upload_folder(packed_zip: str, hf_repo: str, folder: str) -> Path:
+    """The exact content of the hub repo: the unpacked zip (meta.yaml at the top, as espnet_model_zoo
+    expects of a Hugging Face model) and README.md."""
+    import zipfile
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} exists and is not empty")
+    with zipfile.ZipFile(packed_zip) as archive:
+        if "meta.yaml" not in archive.namelist():
+            raise ValueError(f"{packed_zip}: no meta.yaml (not packed by stage 6)")
+        archive.extractall(folder)
+    (folder / "README.md").write_text(model_card(folder, hf_repo))
+    return folder
+
+
+def upload_model(packed_zip: str, hf_repo: str, dry_run_dir: Optional[str] = None, token: Optional[str] = None,
+                 private: bool = False) -> str:
+    """Upload a packed model to ``hf_repo`` (created if missing); with ``dry_run_dir``, only write the
+    folder that would be uploaded there. Token and hub are checked before anything is written, so a
+    failure leaves the disk as it was. Returns the folder (dry run) or the repo URL."""
+    if not Path(packed_zip).is_file():
+        raise FileNotFoundError(f"packed model not found: {packed_zip} (run stage 6 first)")
+    if "/" not in hf_repo:
+        raise ValueError(f"--hf_repo must be <user or org>/<name>, got {hf_repo!r}")
+    if dry_run_dir is not None:
+        folder = build_upload_folder(packed_zip, hf_repo, dry_run_dir)
+        logger.info("dry run: %s holds exactly what would be uploaded to %s", folder, hf_repo)
+        return str(folder)
+    import huggingface_hub
+
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise UploadError(f"cannot upload to {hf_repo}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); "
+                          "nothing was changed")
+    api = huggingface_hub.HfApi(token=token)
+    try:
+        api.whoami()
+    except Exception as err:  # offline, refused, bad token: one message whatever the transport says
+        raise UploadError(f"cannot upload to {hf_repo}: the Hugging Face hub is unreachable or refused the token "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); nothing was changed"
+                          ) from err
+    with tempfile.TemporaryDirectory(prefix="speechclip_upload_") as tmp:
+        folder = build_upload_folder(packed_zip, hf_repo, str(Path(tmp) / "repo"))
+        api.create_repo(hf_repo, private=private, exist_ok=True)
+        api.upload_folder(repo_id=hf_repo, folder_path=str(folder), commit_message="Upload SpeechCLIP model")
+    url = f"{huggingface_hub.constants.ENDPOINT}/{hf_repo}"
+    logger.info("uploaded %s -> %s", packed_zip, url)
+    return url
