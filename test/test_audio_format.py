@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import soundfile
+from PIL import Image
 
 from espnet_speechclip.data.audio_format import format_data_dir
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map
@@ -30,6 +31,9 @@ def make_dir(tmp_path):
     (data / "wav.scp").write_text("".join(f"{u} {wavs / (n + '.wav')}\n" for u, n in sorted(utts.items())))
     (data / "text").write_text("".join(f"{u} a red star\n" for u in sorted(utts)))
     (data / "utt2spk").write_text("".join(f"{u} spk\n" for u in sorted(utts)))
+    (data / "utt2img").write_text("".join(f"{u} img0\n" for u in sorted(utts)))
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(wavs / "img0.png")
+    (data / "img.scp").write_text(f"img0 {wavs / 'img0.png'}\n")
     return data
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Stage 2: check, repair and filter the audio of a data dir into a dump dir.
+"""Stage 2: check, repair and filter the audio and images of a data dir into a dump dir.
 
 Example:
     python -m espnet_speechclip.bin.format_audio --data_dir data/train --out_dir dump/train --nj 2
 
-Writes <out_dir>/{wav.scp,speech_shape,text,utt2img,img.scp,utt2spk,spk2utt,word_align,problems.txt}.
+Writes <out_dir>/{wav.scp,speech_shape,text,utt2img,img.scp,utt2spk,spk2utt,word_align,problems.txt}
+(plus wav/ and images/ for repaired copies). problems.txt lists every dropped, repaired or ignored
+utterance / image as id<TAB>action<TAB>reason; the run fails when the split becomes empty or more
+than --max_drop_share of its utterances is dropped.
 """
 import argparse
 
@@ -20,7 +23,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min_sec", type=float, default=0.1, help="Shorter utterances are dropped")
     parser.add_argument("--max_sec", type=float, default=60.0, help="Longer utterances are dropped")
     parser.add_argument("--max_drop_share", type=float, default=0.1, help="Fail if more than this share is dropped")
-    parser.add_argument("--nj", type=int, default=1, help="Parallel jobs")
+    parser.add_argument("--nj", type=int, default=1, help="Parallel jobs (audio and image checks)")
     return parser
 
 
