@@ -19,11 +19,12 @@ from conftest import WORDS
 from test_training import reporter_stats, train_cmd, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ITERS = 4  # training steps per epoch
+ITERS = 3  # training steps per epoch
 # Crops shorter than the tiny corpus's utterances (8000-16000 samples), so the per-epoch random
 # crop is part of what a resumed run must reproduce.
-OVERRIDES = dict(max_epoch=2, num_iters_per_epoch=ITERS, max_train_samples=6000)
-# The run is killed during epoch 2 (its 3rd step): a true SIGKILL from inside, at a fixed step.
+# No per-epoch matplotlib plots: they cost more CPU than these tiny epochs.
+OVERRIDES = dict(max_epoch=2, num_iters_per_epoch=ITERS, max_train_samples=6000, use_matplotlib=False)
+# The run is killed during epoch 2 (at its 2nd step): a true SIGKILL from inside, at a fixed step.
 KILLED_RUN = """
 import os, signal, sys
 from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
@@ -95,7 +96,7 @@ def test_same_seed_twice_gives_identical_results_json(setup, reference):
 def test_kill_9_mid_epoch_then_same_command_resumes_to_the_same_final_metrics(setup, reference):
     exp = setup["work"] / "killed"
     cmd = train_cmd(setup["config"], setup["corpus"], exp, "--resume", "true")
-    killed = subprocess.run([sys.executable, "-c", KILLED_RUN.replace("{kill_at}", str(ITERS + 3)), *cmd],
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN.replace("{kill_at}", str(ITERS + 2)), *cmd],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(reporter_stats(exp)) == [1]  # died in epoch 2, after epoch 1's checkpoint
@@ -113,9 +114,6 @@ def test_kill_9_mid_epoch_then_same_command_resumes_to_the_same_final_metrics(se
     ref_weights = torch.load(reference["exp"] / "2epoch.pth", weights_only=True)
     for name, value in ref_weights.items():
         torch.testing.assert_close(weights[name], value, atol=1e-6, rtol=0, msg=name)
-    results = evaluate(setup, exp)
-    for direction in ("speech_to_image", "image_to_speech", "speech_to_text", "text_to_speech"):
-        assert results[direction] == pytest.approx(reference["results"][direction], abs=1e-6)
 
 
 def test_truncated_checkpoint_is_one_clear_error(setup, tmp_path):
@@ -140,7 +138,8 @@ def test_nan_batch_is_skipped_counted_and_never_reaches_the_weights(tiny_corpus,
     (corpus / "train" / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in sorted(wav_scp.items())))
     # The cascaded branch has a BatchNorm (VQ bridge) whose running statistics forward updates.
     vocab = str(Path(tiny_clip["model_config"]).parent / "vocab.txt")
-    config = write_config("cascaded", tmp_path, tiny_clip, vocab, max_epoch=1, num_iters_per_epoch=ITERS)
+    config = write_config("cascaded", tmp_path, tiny_clip, vocab, max_epoch=1, num_iters_per_epoch=ITERS,
+                          use_matplotlib=False)
     exp = tmp_path / "exp"
     with caplog.at_level(logging.WARNING, logger="espnet_speechclip.trainer"):
         SpeechCLIPTask.main(cmd=train_cmd(config, corpus, exp))
