@@ -2,9 +2,11 @@
 # speechclip.sh: the stages of a SpeechCLIP / SpeechCLIP+ recipe, shared by every egs2/<corpus>/speechclip1.
 #
 #   1 data preparation (local/data.sh)        5 evaluation (retrieval, keywords, CIF boundaries)
-#   2 audio check / repair / filter -> dump    6 pack for the model zoo        (not yet)
-#   3 frozen CLIP: image embeddings, vocab     7 upload to the Hugging Face hub (not yet)
-#   4 training with ESPnet's trainer           8 SUPERB-style probing via s3prl (not yet)
+#   2 audio check / repair / filter -> dump    6 pack for the model zoo (zip with ESPnet's meta.yaml)
+#   3 frozen CLIP: image embeddings, vocab     7 upload to the Hugging Face hub (--hf_repo; --dry_run true)
+#   4 training with ESPnet's trainer           8 SUPERB-style probing via s3prl (keyword spotting)
+#
+# Stages 6-8 run after the main job: ./run.sh --stage 6 --stop_stage 8 --hf_repo <org>/<name> --dry_run true
 #
 # Each stage logs a banner and writes a .done marker; re-running a finished stage is a no-op
 # (pass --redo true to run the selected stages again). Starting at --stage 4 trains on the data of
@@ -32,6 +34,11 @@ tiny_clip_config=""; tiny_clip_opts=""
 train_config=""; train_args=""
 # Stage 5
 eval_sets=""
+# Stage 7
+hf_repo=""; dry_run=false
+# Stage 8
+probe_steps=300; probe_eval_step=100; probe_device=cpu; probe_batch_size=32
+probe_train_speakers=24; probe_dev_speakers=4; probe_test_speakers=8
 
 help_message="Usage: $0 --train_config <yaml> [options]
   --stage / --stop_stage (${stage} / ${stop_stage})   --redo (${redo}): ignore .done markers
@@ -42,7 +49,13 @@ help_message="Usage: $0 --train_config <yaml> [options]
   --clip_model_name (${clip_model_name}) --clip_pretrained (${clip_pretrained}): tag or local .pt
   --clip_model_config: open_clip JSON of a small CLIP; --tiny_clip_config: train one in stage 3
   --train_config: training YAML; --train_args: extra training options
-  --eval_sets (default: valid + test sets)"
+  --eval_sets (default: valid + test sets)
+  --hf_repo: <org>/<name> to upload to (stage 7, required there)
+  --dry_run (${dry_run}): stage 7 writes the folder it would upload to <exp>/hf_upload instead
+  --probe_steps (${probe_steps}) --probe_eval_step (${probe_eval_step}) --probe_device (${probe_device})
+  --probe_batch_size (${probe_batch_size}): s3prl speech_commands run of stage 8 (SUPERB uses 200000 steps)
+  --probe_train_speakers (${probe_train_speakers}) --probe_dev_speakers (${probe_dev_speakers})
+  --probe_test_speakers (${probe_test_speakers}): voices of the exported keyword clips"
 
 . ./path.sh
 . ./cmd.sh
@@ -163,6 +176,68 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         for dset in ${eval_sets}; do cat "${speechclip_exp}/eval_${dset}/RESULTS.md"; echo; done
     } > "${speechclip_exp}/RESULTS.md"
     log "Stage 5: results: ${speechclip_exp}/RESULTS.md"
+fi
+
+packed_model="${speechclip_exp}/packed_model.zip"
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    if done_already "${speechclip_exp}/.stage6.done"; then
+        log "Stage 6: pack: already done (${speechclip_exp}/.stage6.done)"
+    else
+        log "Stage 6: pack ${speechclip_exp} -> ${packed_model}"
+        ${python} -m espnet_speechclip.bin.pack_model --exp_dir "${speechclip_exp}" --outpath "${packed_model}"
+        touch "${speechclip_exp}/.stage6.done"
+    fi
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    [ -z "${hf_repo}" ] && { log "Stage 7: Error: --hf_repo <org>/<name> is required"; exit 2; }
+    if [ "${dry_run}" = true ]; then
+        marker="${speechclip_exp}/.stage7_dry_run.done"
+        if done_already "${marker}"; then
+            log "Stage 7: upload (dry run): already done (${marker})"
+        else
+            log "Stage 7: upload (dry run): the folder for ${hf_repo} -> ${speechclip_exp}/hf_upload"
+            rm -rf "${speechclip_exp}/hf_upload"
+            ${python} -m espnet_speechclip.bin.upload_model --packed "${packed_model}" --hf_repo "${hf_repo}" \
+                --dry_run_dir "${speechclip_exp}/hf_upload"
+            touch "${marker}"
+        fi
+    elif done_already "${speechclip_exp}/.stage7.done"; then
+        log "Stage 7: upload: already done (${speechclip_exp}/.stage7.done)"
+    else
+        log "Stage 7: upload ${packed_model} -> https://huggingface.co/${hf_repo}"
+        ${python} -m espnet_speechclip.bin.upload_model --packed "${packed_model}" --hf_repo "${hf_repo}"
+        touch "${speechclip_exp}/.stage7.done"
+    fi
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    sc_dir="${dumpdir}/speech_commands"
+    if done_already "${sc_dir}/.stage8.done"; then
+        log "Stage 8: keyword clips: already done (${sc_dir}/.stage8.done)"
+    else
+        log "Stage 8: SpokenShapes keyword clips in the Speech Commands v0.01 layout -> ${sc_dir}"
+        rm -rf "${sc_dir}"
+        ${python} -m espnet_speechclip.bin.export_speech_commands --out_dir "${sc_dir}" --nj "${nj}" \
+            --num_train_speakers "${probe_train_speakers}" --num_dev_speakers "${probe_dev_speakers}" \
+            --num_test_speakers "${probe_test_speakers}"
+        touch "${sc_dir}/.stage8.done"
+    fi
+    probe_dir="${speechclip_exp}/probe"
+    if done_already "${probe_dir}/.stage8.done"; then
+        log "Stage 8: s3prl probing: already done (${probe_dir}/.stage8.done)"
+        # Stage 5 rewrites RESULTS.md on every run: put the probe's table back when it is gone.
+        grep -q "stage 8: s3prl probe" "${speechclip_exp}/RESULTS.md" 2>/dev/null || \
+            { echo; cat "${probe_dir}/RESULTS.md"; } >> "${speechclip_exp}/RESULTS.md"
+    else
+        log "Stage 8: s3prl speech_commands on ${packed_model} and its bare upstream (${probe_steps} steps) -> ${probe_dir}"
+        rm -rf "${probe_dir}"
+        ${python} -m espnet_speechclip.bin.s3prl_probe --model "${packed_model}" --sc_root "${sc_dir}" \
+            --expdir "${probe_dir}" --results_md "${speechclip_exp}/RESULTS.md" --total_steps "${probe_steps}" \
+            --eval_step "${probe_eval_step}" --batch_size "${probe_batch_size}" --device "${probe_device}"
+        touch "${probe_dir}/.stage8.done"
+        log "Stage 8: accuracies: ${speechclip_exp}/RESULTS.md (and ${probe_dir}/results.json)"
+    fi
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage} in ${SECONDS} s"
