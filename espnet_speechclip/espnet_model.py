@@ -19,6 +19,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_speechclip.branches.abs_branch import AbsBranch
+from espnet_speechclip.distributed import gather_with_grad
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 
 
@@ -80,14 +81,19 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         """speech (B, S), speech_lengths (B,), image_feats (B, E) frozen CLIP image embeddings."""
         batch = speech.size(0)
         out = self.encode_speech(speech, speech_lengths[:batch])
+        # Training under DDP: every rank contrasts against the whole global batch (distributed.py),
+        # the same loss as one process on that batch. Not in eval mode: ESPnet calls forward on
+        # rank 0 alone there (attention plots), where a collective would wait for the others.
+        gather = gather_with_grad if self.training else (lambda local: local)
+        image_feats = gather(image_feats)
         groups = image_groups_from_embeddings(image_feats)
         stats: Dict[str, torch.Tensor] = {}
         loss = speech.new_zeros(())
         weights = {"parallel": self.parallel_weight, "cascaded": self.cascaded_weight}
         for name in self.branches():
-            branch_loss, logits = self.loss_fn(out[name]["embedding"], image_feats, groups)
+            branch_loss, logits = self.loss_fn(gather(out[name]["embedding"]), image_feats, groups)
             loss = loss + weights[name] * branch_loss
-            target = torch.arange(batch, device=logits.device)
+            target = torch.arange(logits.size(0), device=logits.device)
             stats[f"loss_{name}"] = branch_loss.detach()
             stats[f"r1_{name}"] = (logits.argmax(dim=1) == target).float().mean()
         cascaded = out.get("cascaded", {})
