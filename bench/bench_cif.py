@@ -34,7 +34,13 @@ import argparse
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import sys
+from pathlib import Path
+
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_result, ratio as make_ratio  # noqa: E402
 
 from espnet_speechclip.cif import integrate_and_fire, scale_to_target, target_lengths_from_frames
 
@@ -239,6 +245,13 @@ def main() -> None:
     print("targets: torch-cif/ours >= 1.5x, loop/ours >= 20x")
     print(f"checks within {args.tol:g}: " + ("all passed" if not failures else
           "FAILED: " + "; ".join(failures) + " (see the float64 reference lines above for which side is off)"))
+    ratios = []
+    for mode, t in summary.items():
+        ratios.append(make_ratio(f"CIF {mode}: torch-cif / ours time", t["torch-cif"] / t["ours"] if t["torch-cif"] else None,
+                            ">= 1.5"))
+        ratios.append(make_ratio(f"CIF {mode}: loop / ours time", t["loop"] / t["ours"], ">= 20"))
+    print_result("cif", ratios, failures=failures, torch_cif=torch_cif is not None, batch=B, frames=T, dim=D,
+                 ms={mode: {k: (v * 1e3 if v else None) for k, v in t.items()} for mode, t in summary.items()})
 
 
 if __name__ == "__main__":
