@@ -31,7 +31,7 @@ fs=16000; min_sec=0.1; max_sec=60; max_drop_share=0.1
 clip_model_name=ViT-B-32; clip_pretrained=openai; clip_model_config=""
 tiny_clip_config=""; tiny_clip_opts=""
 # Stage 4
-train_config=""; train_args=""
+train_config=""; train_args=""; launch_opts=""
 # Stage 5
 eval_sets=""
 # Stage 7
@@ -49,6 +49,7 @@ help_message="Usage: $0 --train_config <yaml> [options]
   --clip_model_name (${clip_model_name}) --clip_pretrained (${clip_pretrained}): tag or local .pt
   --clip_model_config: open_clip JSON of a small CLIP; --tiny_clip_config: train one in stage 3
   --train_config: training YAML; --train_args: extra training options
+  --launch_opts: extra espnet2.bin.launch options (e.g. \"--host node1,node2\" for CPU/gloo ranks)
   --eval_sets (default: valid + test sets)
   --hf_repo: <org>/<name> to upload to (stage 7, required there)
   --dry_run (${dry_run}): stage 7 writes the folder it would upload to <exp>/hf_upload instead
@@ -144,7 +145,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             --log "${speechclip_exp}/train.log" \
             --ngpu "${ngpu}" --num_nodes "${num_nodes}" \
             --init_file_prefix "${speechclip_exp}/.dist_init_" \
-            --multiprocessing_distributed true -- \
+            --multiprocessing_distributed true ${launch_opts} -- \
             ${python} -m espnet_speechclip.bin.speechclip_train \
                 --config "${train_config}" --output_dir "${speechclip_exp}" --resume true \
                 ${clip_conf} --clip_vocab "${clip_dir}/vocab.txt" \
