@@ -18,7 +18,6 @@ import torch
 import yaml
 from PIL import Image
 
-from espnet_speechclip.bin import build_clip_vocab, dump_image_feats, format_audio, prepare_spokencoco
 from espnet_speechclip.data.flickr8k import prepare_flickr8k
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, validate_data_dir
 from espnet_speechclip.data.spoken_coco import prepare_spoken_coco
@@ -252,19 +251,19 @@ def test_flickr8k_recipe_stages_1_to_3_then_a_stage4_smoke_run(recipes, tiny_cli
     assert (exp / "valid.mean_r10.best.pth").is_file()
 
 
-def test_spokencoco_stages_1_to_3_on_the_miniature(tiny_clip, tmp_path, monkeypatch):
+def test_spokencoco_recipe_stages_1_to_3_on_the_miniature(recipes, tiny_clip, tmp_path):
+    recipe = recipes["spokencoco"]
     make_mini_spokencoco(tmp_path / "SpokenCOCO", tmp_path / "mscoco")
-    monkeypatch.chdir(tmp_path)  # the entry points the recipe's stages 1-3 call, in one process
-    prepare_spokencoco.main(["--spokencoco_dir", "SpokenCOCO", "--mscoco_dir", "mscoco", "--data_dir", "data",
-                             "--num_train", "3", "--num_dev", "1", "--num_test", "2", "--max_drop_share", "0.6"])
-    assert "spk1x-CAP42_1" in Path("data/train/problems.txt").read_text()
-    clip = ["--clip_model_name", tiny_clip["model_name"], "--clip_pretrained", tiny_clip["pretrained"],
-            "--clip_model_config", tiny_clip["model_config"]]
+    hubert = write_random_hubert_checkpoint(str(tmp_path / "hubert_small.pt"), SMALL_HUBERT)
+    config = tiny_config(recipe / "conf" / "tiny.yaml", tiny_clip, hubert)
+    result = run(recipe, "--stage", "1", "--stop_stage", "3", "--train_config", str(config), "--nj", "1",
+                 "--local_data_opts", "--num_train 3 --num_dev 1 --num_test 2 --max_drop_share 0.6",
+                 SPOKENCOCO=str(tmp_path / "SpokenCOCO"), MSCOCO=str(tmp_path / "mscoco"))
+    assert result.returncode == 0, result.log[-4000:]
+    assert "spk1x-CAP42_1" in (recipe / "data" / "train" / "problems.txt").read_text()
+    assert "spk1x-CAP42_1" in result.log  # problems are in the log too
     for split, utts in (("train", 3), ("dev", 2), ("test", 2)):
-        format_audio.main(["--data_dir", f"data/{split}", "--out_dir", f"dump/{split}"])
-        dump_image_feats.main(["--data_dir", f"dump/{split}", "--out_dir", f"dump/{split}", *clip])
-        validate_data_dir(f"dump/{split}")
-        assert len(read_kaldi_map(f"dump/{split}/image_feats.scp")) == utts
-    build_clip_vocab.main(["--text", "dump/train/text", "--output", "exp/clip/vocab.txt", *clip])
-    vocab = {line.split()[1] for line in Path("exp/clip/vocab.txt").read_text().splitlines()}
+        validate_data_dir(recipe / "dump" / split)
+        assert len(read_kaldi_map(recipe / "dump" / split / "image_feats.scp")) == utts
+    vocab = {line.split()[1] for line in (recipe / "exp" / "clip" / "vocab.txt").read_text().splitlines()}
     assert {"cat", "banana", "pizza"} <= vocab and not {"zebra", "giraffe"} & vocab  # train captions only
