@@ -54,7 +54,7 @@ class SpeechOutputs:
     frame_rates: List[float] = field(default_factory=list)  # frames per second per utterance
 
 
-def _fire_times(alpha: np.ndarray, num_fires: int, hop: float, threshold: float = 1.0) -> List[float]:
+def cif_fire_times(alpha: np.ndarray, num_fires: int, hop: float, threshold: float = 1.0) -> List[float]:
     """Time at which the running α sum crosses each multiple of the threshold, inside its frame."""
     csum = np.cumsum(alpha)
     times = []
@@ -105,7 +105,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
                     hop = len(waves[u]) / SAMPLE_RATE / max(frames, 1)
                     item["alpha"], item["frame_rate"] = alpha, 1.0 / hop
-                    item["fire_times"] = _fire_times(alpha, n, hop)
+                    item["fire_times"] = cif_fire_times(alpha, n, hop)
             per_utt[u] = item
     result = SpeechOutputs(utts=utts, durations=[len(waves[u]) / SAMPLE_RATE for u in utts])
     for name in model.branches():

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from espnet_speechclip.data.audio_format import resample
-from espnet_speechclip.evaluation import _fire_times, load_wav
+from espnet_speechclip.evaluation import cif_fire_times, load_wav
 from espnet_speechclip.zoo import find_model_file, resolve_config_paths
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class SpeechCLIP:
                 if "alpha" in cascaded:
                     frames = int(out["frame_lengths"][i])
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
-                    item["fire_times"] = _fire_times(alpha, n, len(chunk) / SAMPLE_RATE / max(frames, 1))
+                    item["fire_times"] = cif_fire_times(alpha, n, len(chunk) / SAMPLE_RATE / max(frames, 1))
             outs.append(item)
         return outs
 
