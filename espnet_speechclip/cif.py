@@ -118,21 +118,65 @@ def _dense_segments(frames, csum, prev, index, threshold, scale) -> torch.Tensor
 
 
 def _scattered_segments(frames, csum, prev, num_segments, threshold, scale) -> torch.Tensor:
-    """Frame t touches segments ⌊C_{t−1}/β⌋ .. ⌊C_t/β⌋ only: scatter it there (same weights)."""
-    batch, _, dim = frames.shape
+    """Frame t touches segments ⌊C_{t−1}/β⌋ .. ⌊C_t/β⌋ only: add it there (same weights).
+
+    Every frame goes to the segment it starts in; the frames that cross a firing point also go,
+    with their remainder, to the next segment(s). With α ≤ β that is one frame per segment, so
+    the second part costs N rows, not T.
+    """
+    batch, num_frames, dim = frames.shape
     with torch.no_grad():
         first = torch.floor(prev / threshold).long()
         span = (torch.floor(csum / threshold).long() - first).clamp(min=0)
         steps = int(span.max().item()) if span.numel() else 0
         # Weight beyond the last kept segment lands in an extra row that is dropped.
         scale_pad = torch.cat([scale, scale.new_zeros(batch, 1)], dim=1)
-    out = frames.new_zeros(batch, num_segments + 1, dim)
+        row_offset = (torch.arange(batch, device=frames.device) * (num_segments + 1))[:, None]
+    weights, rows, picks = [], [], []
     for step in range(steps + 1):
         seg = (first + step).clamp(max=num_segments)
         weight = _overlap(csum, prev, (first + step).to(csum.dtype) * threshold, threshold)
-        weight = weight * (step <= span) * scale_pad.gather(1, seg)
-        out = out.scatter_add(1, seg[..., None].expand(-1, -1, dim), weight.to(frames.dtype)[..., None] * frames)
-    return out[:, :num_segments]
+        weight = (weight * scale_pad.gather(1, seg)).to(frames.dtype).reshape(-1)
+        row = (seg + row_offset).reshape(-1)
+        if step == 0:
+            weights.append(weight), rows.append(row)
+            continue
+        with torch.no_grad():
+            crossing = (span >= step).reshape(-1).nonzero().squeeze(1)
+        weights.append(weight[crossing]), rows.append(row[crossing]), picks.append(crossing)
+    extra = torch.cat(picks) if picks else rows[0].new_zeros(0)
+    out = _AddWeightedRows.apply(frames.reshape(batch * num_frames, dim), weights[0], torch.cat(weights[1:] or
+                                 [weights[0][:0]]), rows[0], torch.cat(rows[1:] or [rows[0][:0]]), extra,
+                                 batch * (num_segments + 1))
+    return out.view(batch, num_segments + 1, dim)[:, :num_segments]
+
+
+class _AddWeightedRows(torch.autograd.Function):
+    """out[rows_t] += w_t · F_t for every frame t, and out[rows_k] += w_k · F[picked_k] for the
+    crossing frames. Its own backward gathers each output gradient once and writes the frame
+    gradient in place: half the memory traffic of the same ops under autograd (bench_cif.py)."""
+
+    @staticmethod
+    def forward(ctx, frames, weight, extra_weight, rows, extra_rows, picked, num_rows):
+        out = frames.new_zeros(num_rows, frames.size(1))
+        out.index_add_(0, rows, weight[:, None] * frames)
+        picked_frames = frames.index_select(0, picked)
+        out.index_add_(0, extra_rows, extra_weight[:, None] * picked_frames)
+        ctx.save_for_backward(frames, weight, extra_weight, rows, extra_rows, picked, picked_frames)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        frames, weight, extra_weight, rows, extra_rows, picked, picked_frames = ctx.saved_tensors
+        grad_rows = grad.index_select(0, rows)
+        grad_extra = grad.index_select(0, extra_rows)
+        grad_weight = torch.linalg.vecdot(grad_rows, frames) if ctx.needs_input_grad[1] else None
+        grad_extra_weight = torch.linalg.vecdot(grad_extra, picked_frames) if ctx.needs_input_grad[2] else None
+        grad_frames = None
+        if ctx.needs_input_grad[0]:
+            grad_frames = grad_rows.mul_(weight[:, None])
+            grad_frames.index_add_(0, picked, grad_extra * extra_weight[:, None])
+        return grad_frames, grad_weight, grad_extra_weight, None, None, None, None
 
 
 def scale_to_target(alpha: torch.Tensor, target_lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -106,11 +106,12 @@ def test_padding_never_leaks_and_batch_equals_single():
         assert fires[b, :k].tolist() == f1[0, :k].tolist()
 
 
-def test_gradients_equal_naive():
+@pytest.mark.parametrize("threshold", [1.0, 0.45])  # 0.45: frames that cross two firing points
+def test_gradients_equal_naive(threshold):
     x, a, lengths = random_case(batch=3, frames=20, dim=4, seed=3)
     x.requires_grad_(True)
     a.requires_grad_(True)
-    seg, counts, _ = integrate_and_fire(x, a, lengths)
+    seg, counts, _ = integrate_and_fire(x, a, lengths, threshold=threshold)
     probe = torch.randn_like(seg)
     (seg * probe).sum().backward()
     gx, ga = x.grad.clone(), a.grad.clone()
@@ -118,7 +119,7 @@ def test_gradients_equal_naive():
     x2, a2 = x.detach().clone().requires_grad_(True), a.detach().clone().requires_grad_(True)
     loss = 0.0
     for b in range(3):
-        ref, _ = naive_cif(x2[b], a2[b], int(lengths[b]))
+        ref, _ = naive_cif(x2[b], a2[b], int(lengths[b]), threshold=threshold)
         if ref:
             loss = loss + (torch.stack(ref) * probe[b, : len(ref)]).sum()
     loss.backward()
