@@ -59,19 +59,36 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
     def branches(self) -> Dict[str, AbsBranch]:
         return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
 
-    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """speech (B, S) -> frames (B, T, D), frame_lengths (B,)."""
+    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """speech (B, S) -> frames (B, T, D), frame_lengths (B,), local_frames (B, T, D).
+
+        ``local_frames`` are the encoder's input-layer output (e.g. the conv subsampling, ~140 ms
+        receptive field) at the encoder's rate, before any self-attention; without an encoder they
+        are the frames themselves. A CIF segmenter may integrate them (``integrate_from: local``).
+        """
         frames, lengths = self.upstream(speech, speech_lengths)
         if self.specaug is not None and self.training:
             frames, lengths = self.specaug(frames, lengths)
-        if self.encoder is not None:
+        if self.encoder is None:
+            return frames, lengths, frames
+        captured = []
+        embed = getattr(self.encoder, "embed", None)
+        hook = embed.register_forward_hook(lambda module, args, output: captured.append(output)) \
+            if embed is not None else None
+        try:
             frames, lengths, _ = self.encoder(frames, lengths)
-        return frames, lengths
+        finally:
+            if hook is not None:
+                hook.remove()
+        local = captured[0][0] if captured else frames  # embed returns (x, mask) or ((x, pos), mask)
+        local = local[0] if isinstance(local, tuple) else local
+        return frames, lengths, local[:, : frames.size(1)]
 
     def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """Every branch's outputs, plus "frame_lengths"; ``out["embedding"]`` is the retrieval branch's."""
-        frames, lengths = self.encode_frames(speech, speech_lengths)
-        out: Dict = {name: branch(frames, lengths) for name, branch in self.branches().items()}
+        frames, lengths, local = self.encode_frames(speech, speech_lengths)
+        out: Dict = {name: branch(frames, lengths, local_frames=local) for name, branch in self.branches().items()}
         out["frame_lengths"] = lengths
         out["embedding"] = out[self.retrieval_branch]["embedding"]
         return out

@@ -81,3 +81,46 @@ def test_clip_too_short_for_any_fire_gives_finite_output(hubert_ckpt, tiny_clip)
         out = model.encode_speech(torch.randn(2, 800), torch.tensor([800, 640]))
     assert all(0 <= n <= 2 for n in out["cascaded"]["keyword_lengths"].tolist())  # 2 frames at most
     assert torch.isfinite(out["cascaded"]["embedding"]).all() and torch.isfinite(out["embedding"]).all()
+
+
+def test_cif_local_integration_takes_segments_from_the_encoder_input_layer(hubert_ckpt, tiny_clip):
+    """integrate_from local: α still from the contextual frames, segment contents from the
+    encoder's input layer (before self-attention), which encode_frames captures."""
+    from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+
+    torch.manual_seed(0)
+    model = build_hybrid_plus(hubert_ckpt, tiny_clip)
+    model.encoder = TransformerEncoder(48, output_size=32, attention_heads=2, linear_units=64, num_blocks=1,
+                                       input_layer="conv1d2")
+    clip = model.cascaded.clip
+    model.parallel = ParallelBranch(32, clip.embed_dim, attention_heads=2, linear_units=64)
+    segmenter = CIFSegmenter(32, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.2,
+                             integrate_from="local")
+    model.cascaded.segmenter = segmenter
+    model.eval()
+    speech, lengths = torch.randn(2, 24000), torch.tensor([24000, 16000])
+    with torch.no_grad():
+        frames, frame_lengths, local = model.encode_frames(speech, lengths)
+        up, up_lengths = model.upstream(speech, lengths)
+        expected_local = model.encoder.embed(up, None)[0]
+        assert local.shape == frames.shape and not torch.allclose(local, frames)
+        torch.testing.assert_close(local, expected_local[:, : frames.size(1)])
+        out = segmenter(frames, frame_lengths, local_frames=local)
+        # Same α and firings whatever is integrated; the contents follow the local frames only.
+        shifted = segmenter(frames, frame_lengths, local_frames=local + 1.0)
+        torch.testing.assert_close(out["alpha"], shifted["alpha"])
+        assert torch.equal(out["fire_frames"], shifted["fire_frames"])
+        assert not torch.allclose(out["keywords"], shifted["keywords"])
+        context = CIFSegmenter(32, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.2).eval()
+        context.load_state_dict(segmenter.state_dict())
+        ignored = context(frames, frame_lengths, local_frames=local + 1.0)
+        torch.testing.assert_close(ignored["keywords"], context(frames, frame_lengths)["keywords"])
+    with pytest.raises(ValueError, match="local_frames"):
+        segmenter(frames, frame_lengths)
+    with pytest.raises(ValueError, match="integrate_from"):
+        CIFSegmenter(32, clip.token_width, integrate_from="nearby")
+    model.train()
+    loss, _, _ = model(speech, lengths, torch.randn(2, clip.embed_dim))
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.embed.out.weight.grad is not None
+    assert not model.encoder.embed._forward_hooks  # the capture hook never outlives a forward

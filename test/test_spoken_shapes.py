@@ -244,3 +244,16 @@ def test_resample_matches_band_limited_reference():
     assert len(y) == n * 16000 // sr
     t16 = np.arange(len(y)) / 16000
     np.testing.assert_allclose(y, tones(t16, np.interp(t16, t, env)), atol=1e-3)
+
+
+@needs_espeak
+def test_train_captions_per_image_changes_the_train_split_only(tmp_path):
+    tiny = {"num_train": 3, "num_dev": 2, "num_test": 2}
+    counts = prepare_spoken_shapes(tmp_path / "corpus", tmp_path / "data", **tiny, train_captions_per_image=3)
+    assert [counts[s]["utterances"] for s in SPLITS] == [9, 4, 4]
+    utt2img, utt2spk = _maps(tmp_path / "data", "train", "utt2img"), _maps(tmp_path / "data", "train", "utt2spk")
+    for img in set(utt2img.values()):
+        speakers = [utt2spk[u] for u, i in utt2img.items() if i == img]
+        assert len(speakers) == 3 == len(set(speakers))  # three different voices per train image
+    with pytest.raises(ValueError, match="captions per image in train"):
+        prepare_spoken_shapes(tmp_path / "c2", tmp_path / "d2", **tiny, train_captions_per_image=0)

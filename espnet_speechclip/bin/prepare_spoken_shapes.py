@@ -34,6 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_test", type=int, default=250, help="test images")
     parser.add_argument("--captions_per_image", type=int, default=2,
                         help="spoken captions per image, each by a different speaker")
+    parser.add_argument("--train_captions_per_image", type=int, default=None,
+                        help="the train split's count alone (default: --captions_per_image)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (output is deterministic)")
     parser.add_argument("--nj", type=int, default=2, help="parallel synthesis workers")
     return parser
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     counts = prepare_spoken_shapes(args.corpus_dir, args.data_dir, **sizes,
                                    captions_per_image=args.captions_per_image,
+                                   train_captions_per_image=args.train_captions_per_image,
                                    seed=args.seed, nj=args.nj)
     hours = sum(c["seconds"] for c in counts.values()) / 3600
     logging.info("SpokenShapes ready in %.1f s: %s, %.2f h of speech",

@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 
 class AbsBranch(nn.Module, ABC):
-    """frames (B, T, D), lengths (B,) -> dict with "embedding" (B, E) and branch-specific outputs."""
+    """frames (B, T, D), lengths (B,) -> dict with "embedding" (B, E) and branch-specific outputs.
+
+    ``local_frames`` (B, T, D), optional: the same frames before any self-attention (see
+    ``ESPnetSpeechCLIPModel.encode_frames``); branches that do not use them ignore them."""
 
     @abstractmethod
     def output_size(self) -> int:
         """E, the CLIP joint-embedding width the branch produces."""
 
     @abstractmethod
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
+                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         ...
 
 
@@ -29,7 +33,8 @@ class AbsSegmenter(nn.Module, ABC):
         """W, the width of the keyword vectors (CLIP's token-embedding width)."""
 
     @abstractmethod
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
+                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         ...
 
 

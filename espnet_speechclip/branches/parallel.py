@@ -7,7 +7,7 @@ FFN 3072, GELU, dropout 0.1; large d=1024, FFN 4096; projection to 512 (ViT-B/32
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -33,8 +33,9 @@ class ParallelBranch(AbsBranch):
     def output_size(self) -> int:
         return self.embed_dim
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """frames (B, T, D), lengths (B,) -> {"embedding": (B, E)}."""
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
+                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """frames (B, T, D), lengths (B,) -> {"embedding": (B, E)}; local_frames unused."""
         batch = frames.size(0)
         x = torch.cat([self.cls.expand(batch, -1, -1), frames], dim=1)  # (B, 1+T, D)
         mask = padding_mask(lengths + 1, x.size(1))

@@ -165,21 +165,28 @@ def _unique_scenes(rng: np.random.Generator, n: int, used: set) -> list[Scene]:
 
 def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_train: int = 1500,
                           num_dev: int = 150, num_test: int = 250, captions_per_image: int = 2,
-                          seed: int = 0, nj: int = 2) -> dict[str, dict[str, float]]:
+                          train_captions_per_image: int | None = None, seed: int = 0,
+                          nj: int = 2) -> dict[str, dict[str, float]]:
     """Generate SpokenShapes and write Kaldi-style dirs ``data_dir/{train,dev,test}``.
 
     Images go to ``corpus_dir/images/<split>/<imgid>.png``, audio to
     ``corpus_dir/wav/<split>/<utt>.wav`` (16 kHz, 16-bit mono). Utterance ids are
     ``<speaker>-<split>_<image index>_<n>``. Deterministic for a given ``seed`` and any ``nj``.
+    ``train_captions_per_image`` (default: ``captions_per_image``) sets the train split's count
+    alone, so dev and test stay comparable while train hears each image in more voices.
     Returns ``{split: {"images", "utterances", "seconds"}}``.
     """
     corpus_dir, data_dir = Path(corpus_dir).absolute(), Path(data_dir)
     rng = np.random.default_rng(seed)
     sizes, used = {"train": num_train, "dev": num_dev, "test": num_test}, set()
     jobs, drawings, meta = [], [], {}
+    per_split = {split: captions_per_image for split in sizes}
+    if train_captions_per_image is not None:
+        per_split["train"] = train_captions_per_image
     for split, num in sizes.items():
-        if captions_per_image > len(SPLIT_SPEAKERS[split]):
-            raise ValueError(f"captions_per_image={captions_per_image} > {split} speakers")
+        if not 1 <= per_split[split] <= len(SPLIT_SPEAKERS[split]):
+            raise ValueError(f"{per_split[split]} captions per image in {split}: it has "
+                             f"{len(SPLIT_SPEAKERS[split])} speakers (need 1..that many)")
         (corpus_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (corpus_dir / "wav" / split).mkdir(parents=True, exist_ok=True)
         meta[split] = {"img_scp": {}, "text": {}, "utt2img": {}, "utt2spk": {}, "wav_scp": {}}
@@ -188,7 +195,7 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
             img_id = f"{split}_{idx:05d}"
             m["img_scp"][img_id] = str(corpus_dir / "images" / split / f"{img_id}.png")
             drawings.append((scene, m["img_scp"][img_id]))
-            speakers = rng.choice(SPLIT_SPEAKERS[split], size=captions_per_image, replace=False)
+            speakers = rng.choice(SPLIT_SPEAKERS[split], size=per_split[split], replace=False)
             for n, spk in enumerate(speakers):
                 utt = f"{spk}-{img_id}_{n}"
                 accent, variant = spk.split("_")
@@ -217,7 +224,7 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
         assert len(m["img_scp"]) == sizes[split], (split, len(m["img_scp"]))
         per_image = Counter(m["utt2img"].values())
         assert set(per_image) == set(m["img_scp"]), split
-        assert set(per_image.values()) == {captions_per_image}, (split, per_image)
+        assert set(per_image.values()) == {per_split[split]}, (split, per_image)
         counts[split] = {"images": sizes[split], "utterances": len(m["text"]),
                          "seconds": round(sum(results[u][0] for u in m["text"]), 2)}
         logger.info("%s: %s", split, counts[split])
