@@ -132,22 +132,25 @@ def _scattered_segments(frames, csum, prev, num_segments, threshold, scale) -> t
         # Weight beyond the last kept segment lands in an extra row that is dropped.
         scale_pad = torch.cat([scale, scale.new_zeros(batch, 1)], dim=1)
         row_offset = (torch.arange(batch, device=frames.device) * (num_segments + 1))[:, None]
-    weights, rows, picks = [], [], []
-    for step in range(steps + 1):
+
+    def weights_and_rows(step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Each frame's weight in, and flat output row of, segment ⌊C_{t−1}/β⌋ + step."""
         seg = (first + step).clamp(max=num_segments)
         weight = _overlap(csum, prev, (first + step).to(csum.dtype) * threshold, threshold)
         weight = (weight * scale_pad.gather(1, seg)).to(frames.dtype).reshape(-1)
-        row = (seg + row_offset).reshape(-1)
-        if step == 0:
-            weights.append(weight), rows.append(row)
-            continue
+        return weight, (seg + row_offset).reshape(-1)
+
+    weight, rows = weights_and_rows(0)
+    extra_weights, extra_rows, picked = [weight[:0]], [rows[:0]], [rows[:0]]
+    for step in range(1, steps + 1):
         with torch.no_grad():
             crossing = (span >= step).reshape(-1).nonzero().squeeze(1)
-        weights.append(weight[crossing]), rows.append(row[crossing]), picks.append(crossing)
-    extra = torch.cat(picks) if picks else rows[0].new_zeros(0)
-    out = _AddWeightedRows.apply(frames.reshape(batch * num_frames, dim), weights[0], torch.cat(weights[1:] or
-                                 [weights[0][:0]]), rows[0], torch.cat(rows[1:] or [rows[0][:0]]), extra,
-                                 batch * (num_segments + 1))
+        step_weight, step_rows = weights_and_rows(step)
+        extra_weights.append(step_weight[crossing])
+        extra_rows.append(step_rows[crossing])
+        picked.append(crossing)
+    out = _AddWeightedRows.apply(frames.reshape(batch * num_frames, dim), weight, torch.cat(extra_weights), rows,
+                                 torch.cat(extra_rows), torch.cat(picked), batch * (num_segments + 1))
     return out.view(batch, num_segments + 1, dim)[:, :num_segments]
 
 
