@@ -124,3 +124,27 @@ def test_cif_local_integration_takes_segments_from_the_encoder_input_layer(huber
     loss.backward()
     assert torch.isfinite(loss) and model.encoder.embed.out.weight.grad is not None
     assert not model.encoder.embed._forward_hooks  # the capture hook never outlives a forward
+
+
+def test_cif_local_weights_come_from_the_local_frames_only():
+    """weights_from local: α is the weight predictor on the local frames; the contextual frames
+    (and the segmenter's self-attention) no longer move it, but still fill the segments."""
+    torch.manual_seed(0)
+    segmenter = CIFSegmenter(16, 8, attention_heads=2, linear_units=32, dropout_rate=0.0, target_ratio=0.2,
+                             weights_from="local").eval()
+    frames, local, lengths = torch.randn(2, 30, 16), torch.randn(2, 30, 16), torch.tensor([30, 21])
+    with torch.no_grad():
+        out = segmenter(frames, lengths, local_frames=local)
+        torch.testing.assert_close(out["alpha"], segmenter.weight_predictor(local, lengths))
+        moved = segmenter(frames + 1.0, lengths, local_frames=local)
+        torch.testing.assert_close(moved["alpha"], out["alpha"])
+        assert torch.equal(moved["fire_frames"], out["fire_frames"])
+        assert not torch.allclose(moved["keywords"], out["keywords"])
+    with pytest.raises(ValueError, match="local_frames"):
+        segmenter(frames, lengths)
+    with pytest.raises(ValueError, match="weights_from"):
+        CIFSegmenter(16, 8, weights_from="nearby")
+    # Gradients reach the local frames through α only.
+    local.requires_grad_(True)
+    segmenter.train()(frames, lengths, local_frames=local)["quantity_loss"].backward()
+    assert local.grad is not None and local.grad.abs().sum() > 0

@@ -53,22 +53,27 @@ class CLSKeywordSegmenter(AbsSegmenter):
 
 class CIFSegmenter(AbsSegmenter):
     """Args: input_size D, token_width W, target_ratio (SpeechCLIP+: 0.05 segments per frame),
-    max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from.
+    max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from, weights_from.
 
-    ``integrate_from`` picks what the segments are made of; α always comes from the contextual
-    frames. "context" (SpeechCLIP+): the frames after the self-attention layer. "local": the
-    frames before any self-attention (the encoder's input layer, see ``encode_frames``). With
-    contextual frames any fixed-rate chunk can carry any word, so nothing rewards firing at word
-    ends; with local frames a segment holds only what lies between its firings.
+    ``integrate_from`` picks what the segments are made of and ``weights_from`` what α is
+    predicted from. "context" (SpeechCLIP+, both): the frames after the self-attention layer.
+    "local": the frames before any self-attention (the encoder's input layer, see
+    ``encode_frames``). With contextual frames any fixed-rate chunk can carry any word, so
+    nothing rewards firing at word ends; with local frames a segment holds only what lies
+    between its firings. A contextual α can still fire at a steady rate (it can count frames);
+    a local α sees ~0.2 s of sound, so it can only fire on acoustic events.
     """
 
     def __init__(self, input_size: int, token_width: int, attention_heads: int = 8, linear_units: int = 3072,
                  dropout_rate: float = 0.1, target_ratio: float = 0.05, max_segments: int = 75,
-                 threshold: float = 1.0, tail_threshold: float = 0.5, integrate_from: str = "context"):
+                 threshold: float = 1.0, tail_threshold: float = 0.5, integrate_from: str = "context",
+                 weights_from: str = "context"):
         super().__init__()
-        if integrate_from not in ("context", "local"):
-            raise ValueError(f"integrate_from must be 'context' or 'local', got {integrate_from!r}")
+        for name, value in (("integrate_from", integrate_from), ("weights_from", weights_from)):
+            if value not in ("context", "local"):
+                raise ValueError(f"{name} must be 'context' or 'local', got {value!r}")
         self.integrate_from = integrate_from
+        self.weights_from = weights_from
         self.layer = nn.TransformerEncoderLayer(input_size, attention_heads, linear_units, dropout_rate,
                                                 activation="gelu", batch_first=True)
         self.weight_predictor = CIFWeightPredictor(input_size)
@@ -87,15 +92,16 @@ class CIFSegmenter(AbsSegmenter):
         """frames (B, T, D) -> {"keywords" (B, N, W), "keyword_lengths" (B,), "alpha" (B, T),
         "fire_frames" (B, N), "quantity_loss" ()}; local_frames (B, T, D) for integrate_from local."""
         x = self.layer(frames, src_key_padding_mask=padding_mask(lengths, frames.size(1)))
-        alpha = self.weight_predictor(x, lengths)  # (B, T)
+        if "local" in (self.integrate_from, self.weights_from) and (
+                local_frames is None or local_frames.shape != frames.shape):
+            raise ValueError("CIF integrate_from/weights_from 'local' needs local_frames shaped like the "
+                             f"frames {tuple(frames.shape)}, got "
+                             f"{None if local_frames is None else tuple(local_frames.shape)}")
+        alpha = self.weight_predictor(local_frames if self.weights_from == "local" else x, lengths)  # (B, T)
         target = target_lengths_from_frames(lengths, self.target_ratio, self.max_segments)
         q_loss = quantity_loss(alpha, target)
         fire_alpha = scale_to_target(alpha, target) if self.training else alpha
         if self.integrate_from == "local":
-            if local_frames is None or local_frames.shape != frames.shape:
-                raise ValueError("CIF integrate_from 'local' needs local_frames shaped like the frames "
-                                 f"{tuple(frames.shape)}, got "
-                                 f"{None if local_frames is None else tuple(local_frames.shape)}")
             x = local_frames
         segments, counts, fire_frames = integrate_and_fire(x, fire_alpha, lengths, self.threshold,
                                                            self.tail_threshold)
