@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Stage 1 of SpokenShapes: generate the corpus into downloads/ and the data dirs into data/.
-# Usage: local/data.sh [--small true] [--seed 0] [--nj 2] [--train_captions_per_image 2]
+# Usage: local/data.sh [--small true] [--seed 0] [--nj 2] [--num_train 1500] [--train_captions_per_image 2]
 set -e -u -o pipefail
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[0]##*/}) $*"; }
 SECONDS=0
 small=false
 seed=0
 nj=2
+num_train=1500              # train images (dev: 150, test: 250; --small overrides all three)
 train_captions_per_image=2   # spoken captions per train image (dev and test: 2), each another voice
-help_message="Usage: $0 [--small true|false] [--seed N] [--nj N] [--train_captions_per_image N]"
+help_message="Usage: $0 [--small true|false] [--seed N] [--nj N] [--num_train N] [--train_captions_per_image N]"
 . utils/parse_options.sh
 
 opts=(--corpus_dir downloads/spoken_shapes --data_dir data --seed "${seed}" --nj "${nj}"
+      --num_train "${num_train}"
       --train_captions_per_image "${train_captions_per_image}")
 [ "${small}" = true ] && opts+=(--small)
 log "generating SpokenShapes (small=${small}, seed=${seed})"
