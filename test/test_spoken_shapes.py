@@ -100,6 +100,21 @@ def test_test_speakers_never_in_train(corpus):
 
 
 @needs_espeak
+def test_every_voice_variant_is_one_espeak_knows():
+    """espeak-ng falls back to its plain voice for an unknown variant name without an error, so a
+    misspelt variant would silently shrink the voice inventory: each must sound different from
+    the plain voice and from every other variant, and train and test must not share one."""
+    from espnet_speechclip.data.espeak_tts import synthesize
+
+    assert not set(TRAIN_VARIANTS) & set(TEST_VARIANTS)
+    sounds = {}
+    for variant in (None,) + TRAIN_VARIANTS + TEST_VARIANTS:
+        audio, _ = synthesize("red star", "en" if variant is None else f"en+{variant}", 160, 50, 0)
+        sounds.setdefault(audio.tobytes(), []).append(variant)
+    assert [names for names in sounds.values() if len(names) > 1] == []
+
+
+@needs_espeak
 def test_captions_unique_and_not_shared_between_splits(corpus):
     _, data_dir, _ = corpus
     seen = {}
