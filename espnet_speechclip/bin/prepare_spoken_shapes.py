@@ -22,14 +22,14 @@ from espnet_speechclip.data.spoken_shapes import SMALL_SIZES, prepare_spoken_sha
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """Command-line options; defaults are the full corpus (1500 / 150 / 250 images)."""
+    """Command-line options; defaults are the full corpus (3000 / 150 / 250 images)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus_dir", required=True, help="where images/ and wav/ are written")
     parser.add_argument("--data_dir", required=True, help="where <split>/ Kaldi dirs are written")
     parser.add_argument("--small", action="store_true",
                         help=f"tiny corpus {SMALL_SIZES} (overrides --num_*)")
-    parser.add_argument("--num_train", type=int, default=1500, help="train images")
+    parser.add_argument("--num_train", type=int, default=3000, help="train images")
     parser.add_argument("--num_dev", type=int, default=150, help="dev images")
     parser.add_argument("--num_test", type=int, default=250, help="test images")
     parser.add_argument("--captions_per_image", type=int, default=2,

@@ -10,7 +10,7 @@ train_config=conf/train_hybrid_plus.yaml
 ./speechclip.sh \
     --train_set train --valid_set dev --test_sets test \
     --tiny_clip_config conf/spoken_shapes_tiny_clip.json \
-    --tiny_clip_opts "--epochs 20 --batch_size 64 --lr 1e-3" \
+    --tiny_clip_opts "--epochs 10 --batch_size 64 --lr 1e-3" \
     --train_config "${train_config}" \
     --nj 2 \
     "$@"

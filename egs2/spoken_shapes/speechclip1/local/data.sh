@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Stage 1 of SpokenShapes: generate the corpus into downloads/ and the data dirs into data/.
-# Usage: local/data.sh [--small true] [--seed 0] [--nj 2] [--num_train 1500] [--train_captions_per_image 2]
+# Usage: local/data.sh [--small true] [--seed 0] [--nj 2] [--num_train 3000] [--train_captions_per_image 2]
 set -e -u -o pipefail
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${BASH_SOURCE[0]##*/}) $*"; }
 SECONDS=0
 small=false
 seed=0
 nj=2
-num_train=1500              # train images (dev: 150, test: 250; --small overrides all three)
+num_train=3000              # train images (dev: 150, test: 250; --small overrides all three)
 train_captions_per_image=2   # spoken captions per train image (dev and test: 2), each another voice
 help_message="Usage: $0 [--small true|false] [--seed N] [--nj N] [--num_train N] [--train_captions_per_image N]"
 . utils/parse_options.sh
