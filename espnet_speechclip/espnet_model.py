@@ -6,9 +6,13 @@ The variants of the papers are compositions, chosen in the task's builder:
     Cascaded    = cascaded branch with K CLS tokens          (SpeechCLIP)
     Cascaded+   = cascaded branch with the CIF segmenter     (SpeechCLIP+)
     Hybrid(+)   = both, L = w_p L_p + w_c L_c (+ w_q L_q)    (SpeechCLIP §3.4, SpeechCLIP+ §3; w = 1, 1, 0.25)
+
+A hybrid model also offers a "fused" retrieval embedding (not in the papers, which report each
+branch alone): e = norm((1 - λ) norm(e_p) + λ norm(e_c)), λ = ``fusion_weight``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -22,6 +26,8 @@ from espnet_speechclip.branches.abs_branch import AbsBranch
 from espnet_speechclip.distributed import gather_with_grad
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 
+logger = logging.getLogger(__name__)
+
 
 class ESPnetSpeechCLIPModel(AbsESPnetModel):
     """Args:
@@ -31,20 +37,29 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         parallel: parallel branch or None.  cascaded: cascaded branch or None.
         temperature / learnable_temperature: InfoNCE τ (base: 0.07 fixed; large: learnable).
         parallel_weight, cascaded_weight, quantity_weight: loss weights (1, 1, 0.25).
-        retrieval_branch: branch whose embedding ``encode_speech`` returns as "embedding".
+        retrieval_branch: "parallel", "cascaded" or "fused" (both branches): the embedding
+            ``encode_speech`` returns as "embedding" and validation selects models on; a model
+            with one branch retrieves with that one (with a warning if another was asked for).
+        fusion_weight: λ, the cascaded branch's share of the fused embedding.
     """
 
     def __init__(self, upstream: AbsFrontend, specaug: Optional[AbsSpecAug], encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
                  cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
-                 retrieval_branch: str = "parallel"):
+                 retrieval_branch: str = "parallel", fusion_weight: float = 0.5):
         super().__init__()
         if parallel is None and cascaded is None:
             raise ValueError("at least one of the parallel and cascaded branches is needed")
-        if retrieval_branch not in ("parallel", "cascaded"):
-            raise ValueError(f"retrieval_branch must be parallel or cascaded, got {retrieval_branch!r}")
-        if (parallel if retrieval_branch == "parallel" else cascaded) is None:
-            retrieval_branch = "cascaded" if parallel is None else "parallel"
+        if retrieval_branch not in ("parallel", "cascaded", "fused"):
+            raise ValueError(f"retrieval_branch must be parallel, cascaded or fused, got {retrieval_branch!r}")
+        if not 0.0 <= fusion_weight <= 1.0:
+            raise ValueError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
+        # A variant made by dropping a branch from a shared config retrieves with the branch it has.
+        present = [name for name, branch in (("parallel", parallel), ("cascaded", cascaded)) if branch is not None]
+        if retrieval_branch not in present and len(present) == 1:
+            logger.warning("retrieval_branch %r: this model has only the %s branch; retrieving with it",
+                           retrieval_branch, present[0])
+            retrieval_branch = present[0]
         self.upstream = upstream
         self.specaug = specaug
         self.encoder = encoder
@@ -55,9 +70,22 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         self.cascaded_weight = cascaded_weight
         self.quantity_weight = quantity_weight
         self.retrieval_branch = retrieval_branch
+        self.fusion_weight = fusion_weight
 
     def branches(self) -> Dict[str, AbsBranch]:
         return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
+
+    def embedding_names(self) -> list:
+        """The retrieval embeddings ``encode_speech`` gives: each branch's, and "fused" with both."""
+        names = list(self.branches())
+        return names + ["fused"] if len(names) == 2 else names
+
+    def fuse(self, parallel: torch.Tensor, cascaded: torch.Tensor) -> torch.Tensor:
+        """(B, E), (B, E) -> norm((1 - λ) norm(parallel) + λ norm(cascaded)); unit vectors, so
+        λ weighs the two cosine similarities."""
+        unit = torch.nn.functional.normalize
+        return unit((1 - self.fusion_weight) * unit(parallel, dim=-1) + self.fusion_weight * unit(cascaded, dim=-1),
+                    dim=-1)
 
     def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor
                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,6 +118,8 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         frames, lengths, local = self.encode_frames(speech, speech_lengths)
         out: Dict = {name: branch(frames, lengths, local_frames=local) for name, branch in self.branches().items()}
         out["frame_lengths"] = lengths
+        if "fused" in self.embedding_names():
+            out["fused"] = {"embedding": self.fuse(out["parallel"]["embedding"], out["cascaded"]["embedding"])}
         out["embedding"] = out[self.retrieval_branch]["embedding"]
         return out
 

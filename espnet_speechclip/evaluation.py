@@ -93,7 +93,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
             speech[i, : len(waves[u])] = torch.from_numpy(waves[u])
         out = model.encode_speech(speech.to(device), lengths.to(device))
         for i, u in enumerate(batch):
-            item = {name: out[name]["embedding"][i].float().cpu() for name in model.branches()}
+            item = {name: out[name]["embedding"][i].float().cpu() for name in model.embedding_names()}
             cascaded = out.get("cascaded")
             if cascaded is not None:
                 n = int(cascaded["keyword_lengths"][i])
@@ -108,7 +108,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
                     item["fire_times"] = cif_fire_times(alpha, n, hop)
             per_utt[u] = item
     result = SpeechOutputs(utts=utts, durations=[len(waves[u]) / SAMPLE_RATE for u in utts])
-    for name in model.branches():
+    for name in model.embedding_names():
         result.embeddings[name] = torch.stack([per_utt[u][name] for u in utts])
     if model.cascaded is not None:
         result.keyword_ids = [per_utt[u]["keyword_ids"] for u in utts]
@@ -165,6 +165,7 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         curves[f"{name}: image→speech"] = recall_curve(image_emb, emb, torch.arange(len(images)), utt2img_index,
                                                         max_k=max_k)
     results.update(results["branches"][model.retrieval_branch])
+    results["retrieval_branch"] = model.retrieval_branch
     if has_text:
         # The frozen CLIP's own text→image retrieval of the transcripts: the ceiling for speech.
         image_of_text = {text[u]: img_index[utt2img[u]] for u in speech.utts}

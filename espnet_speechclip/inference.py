@@ -216,7 +216,8 @@ class SpeechCLIP:
         cascaded = out.get("cascaded")
         outs = []
         for i, chunk in enumerate(chunks):
-            item = {"embeddings": {name: out[name]["embedding"][i].float().cpu() for name in self.model.branches()}}
+            item = {"embeddings": {name: out[name]["embedding"][i].float().cpu()
+                                   for name in self.model.embedding_names()}}
             if cascaded is not None:
                 n = int(cascaded["keyword_lengths"][i])
                 item["keyword_ids"] = cascaded["keyword_indices"][i, :n].tolist()
@@ -242,7 +243,8 @@ class SpeechCLIP:
     # ------------------------------------------------------------------ public API
     @property
     def branches(self) -> List[str]:
-        return list(self.model.branches())
+        """Names ``branch=`` accepts: each branch, and "fused" for a hybrid model."""
+        return self.model.embedding_names()
 
     def embed_speech(self, speech, sample_rate: int = SAMPLE_RATE, branch: Optional[str] = None,
                      normalize: bool = True, names: Optional[Sequence[str]] = None) -> torch.Tensor:

@@ -40,7 +40,9 @@ def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optio
     if "clip_text_to_image" in results:
         top = results["clip_text_to_image"]["r1"]
         ratio = results["speech_to_image"]["r1"] / top if top > 0 else float("nan")
-        lines.append(f"Speech→image R@1 is {ratio:.2f} × the CLIP text→image topline.")
+        which = results.get("retrieval_branch", "retrieval")
+        lines.append(f"Speech→image R@1 of the model's retrieval embedding ({which}) is {ratio:.2f} × "
+                     "the CLIP text→image topline.")
     if "keyword" in results:
         kw, ch = results["keyword"], results["keyword_chance"]
         lines += ["", "## Keywords (cascaded branch)", "", "|metric|model|chance (random vocabulary tokens)|",

@@ -140,8 +140,11 @@ class SpeechCLIPTrainer(Trainer):
         # Captions of one image carry identical precomputed embeddings: that identifies the image.
         distinct, utt2img = torch.unique(image_feats, dim=0, return_inverse=True)
         stats: Dict[str, float] = {}
-        for name, chunks in embeddings.items():
-            result = retrieval_recall(_gather(chunks, distributed), distinct, utt2img)
+        speech = {name: _gather(chunks, distributed) for name, chunks in embeddings.items()}
+        if "fused" in core.embedding_names():
+            speech["fused"] = core.fuse(speech["parallel"], speech["cascaded"])
+        for name, emb in speech.items():
+            result = retrieval_recall(emb, distinct, utt2img)
             for direction, short in (("speech_to_image", "s2i"), ("image_to_speech", "i2s")):
                 for k, value in result[direction].items():
                     stats[f"{short}_{k}_{name}"] = value

@@ -148,3 +148,26 @@ def test_cif_local_weights_come_from_the_local_frames_only():
     local.requires_grad_(True)
     segmenter.train()(frames, lengths, local_frames=local)["quantity_loss"].backward()
     assert local.grad is not None and local.grad.abs().sum() > 0
+
+
+def test_fused_retrieval_embedding_weighs_the_unit_branch_embeddings(hubert_ckpt, tiny_clip):
+    """retrieval_branch fused: norm((1 - λ) norm(e_p) + λ norm(e_c)), checked against a hand computation."""
+    torch.manual_seed(0)
+    model = build_hybrid_plus(hubert_ckpt, tiny_clip).eval()
+    model.retrieval_branch, model.fusion_weight = "fused", 0.3
+    assert model.embedding_names() == ["parallel", "cascaded", "fused"]
+    with torch.no_grad():
+        out = model.encode_speech(torch.randn(2, 24000), torch.tensor([24000, 16000]))
+    p, c = out["parallel"]["embedding"], out["cascaded"]["embedding"]
+    expected = 0.7 * p / p.norm(dim=-1, keepdim=True) + 0.3 * c / c.norm(dim=-1, keepdim=True)
+    expected = expected / expected.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(out["fused"]["embedding"], expected)
+    assert out["embedding"] is out["fused"]["embedding"]
+    parts = (model.upstream, None, None)
+    with pytest.raises(ValueError, match="fusion_weight"):
+        ESPnetSpeechCLIPModel(*parts, model.parallel, model.cascaded, fusion_weight=1.5)
+    with pytest.raises(ValueError, match="retrieval_branch"):
+        ESPnetSpeechCLIPModel(*parts, model.parallel, model.cascaded, retrieval_branch="both")
+    # A branch dropped from a shared config: retrieval falls back to the branch the model has.
+    single = ESPnetSpeechCLIPModel(*parts, model.parallel, None, retrieval_branch="fused")
+    assert single.embedding_names() == ["parallel"] and single.retrieval_branch == "parallel"

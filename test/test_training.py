@@ -49,6 +49,10 @@ def test_variant_trains_and_loss_goes_down(variant, tiny_corpus, tiny_clip, tmp_
         assert "loss_quantity" in keys
     assert (tmp_path / "exp" / "valid.mean_r10.best.pth").exists()
     assert 0.0 <= stats[2]["valid"]["mean_r10"] <= 1.0
+    # Models are selected on the configured retrieval embedding; a hybrid also reports the fused one.
+    retrieval = {"hybrid_plus": "fused", "cascaded": "cascaded", "cascaded_plus": "cascaded"}.get(variant, "parallel")
+    assert stats[2]["valid"]["mean_r10"] == stats[2]["valid"][f"mean_r10_{retrieval}"]
+    assert ("mean_r1_fused" in stats[2]["valid"]) == variant.startswith("hybrid")
 
 
 def test_killed_after_epoch_one_resumes_at_epoch_two(tiny_corpus, tiny_clip, tmp_path):
