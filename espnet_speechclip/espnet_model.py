@@ -13,7 +13,7 @@ branch alone): e = norm((1 - λ) norm(e_p) + λ norm(e_c)), λ = ``fusion_weight
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
@@ -75,7 +75,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
     def branches(self) -> Dict[str, AbsBranch]:
         return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
 
-    def embedding_names(self) -> list:
+    def embedding_names(self) -> List[str]:
         """The retrieval embeddings ``encode_speech`` gives: each branch's, and "fused" with both."""
         names = list(self.branches())
         return names + ["fused"] if len(names) == 2 else names
