@@ -24,6 +24,7 @@ from espnet_speechclip.data.spoken_shapes import (
     TEST_VARIANTS,
     TRAIN_VARIANTS,
     prepare_spoken_shapes,
+    unknown_variants,
     sample_scene,
 )
 
@@ -112,6 +113,17 @@ def test_every_voice_variant_is_one_espeak_knows():
         audio, _ = synthesize("red star", "en" if variant is None else f"en+{variant}", 160, 50, 0)
         sounds.setdefault(audio.tobytes(), []).append(variant)
     assert [names for names in sounds.values() if len(names) > 1] == []
+
+
+@needs_espeak
+def test_an_unknown_voice_variant_stops_generation_before_any_synthesis(tmp_path, monkeypatch):
+    import espnet_speechclip.data.spoken_shapes as spoken_shapes
+
+    assert unknown_variants(["m1", "Mr", "no_such_voice", "f4"]) == ["Mr", "no_such_voice"]
+    monkeypatch.setitem(spoken_shapes.SPLIT_SPEAKERS, "test", ("gb_m6", "us_nosuchvoice"))
+    with pytest.raises(RuntimeError, match=r"does not know the voice variants \['nosuchvoice'\]"):
+        prepare_spoken_shapes(tmp_path / "corpus", tmp_path / "data", **SMALL_SIZES, nj=1)
+    assert not list((tmp_path / "corpus" / "wav").rglob("*.wav"))
 
 
 @needs_espeak

@@ -179,6 +179,13 @@ def _unique_scenes(rng: np.random.Generator, n: int, used: set) -> list[Scene]:
     raise RuntimeError(f"could not draw {n} unique scenes")
 
 
+def unknown_variants(variants: list[str]) -> list[str]:
+    """The variants espeak-ng does not know. It speaks an unknown variant in its plain voice
+    without any error, so those are the ones that sound exactly like the plain voice."""
+    plain, _ = synthesize("red star", "en", 160, 50, 0)
+    return [v for v in variants if np.array_equal(synthesize("red star", f"en+{v}", 160, 50, 0)[0], plain)]
+
+
 def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_train: int = 3000,
                           num_dev: int = 150, num_test: int = 250, captions_per_image: int = 2,
                           train_captions_per_image: int | None = None, seed: int = 0,
@@ -227,6 +234,12 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
     # Workers are spawned even for nj=1: each forks per utterance (see Espeak), and forking this
     # process, which may run torch threads, is unsafe; a fresh interpreter is not.
     with multiprocessing.get_context("spawn").Pool(max(1, nj)) as pool:
+        variants = sorted({spk.split("_")[1] for m in meta.values() for spk in m["utt2spk"].values()})
+        unknown = pool.apply(unknown_variants, (variants,))
+        if unknown:
+            raise RuntimeError(f"espeak-ng does not know the voice variants {unknown} and would speak them in its "
+                               "plain voice; SpokenShapes is made with espeak-ng 1.51 (Debian: apt install "
+                               "espeak-ng espeak-ng-data, or tools/install.sh)")
         pool.starmap(_save_image, drawings, chunksize=32)
         jobs_done = pool.imap_unordered(_synth_job, jobs, chunksize=16)
         for utt, dur, times in tqdm(jobs_done, total=len(jobs), desc="espeak-ng", unit="utt"):
