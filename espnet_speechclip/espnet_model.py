@@ -113,11 +113,16 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         local = local[0] if isinstance(local, tuple) else local
         return frames, lengths, local[:, : frames.size(1)]
 
-    def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
-        """Every branch's outputs, plus "frame_lengths"; ``out["embedding"]`` is the retrieval branch's."""
+    def run_branches(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Every branch's outputs, plus "frame_lengths" (what training needs)."""
         frames, lengths, local = self.encode_frames(speech, speech_lengths)
         out: Dict = {name: branch(frames, lengths, local_frames=local) for name, branch in self.branches().items()}
         out["frame_lengths"] = lengths
+        return out
+
+    def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
+        """:meth:`run_branches` plus "fused" (hybrid) and ``out["embedding"]``, the retrieval embedding."""
+        out = self.run_branches(speech, speech_lengths)
         if "fused" in self.embedding_names():
             out["fused"] = {"embedding": self.fuse(out["parallel"]["embedding"], out["cascaded"]["embedding"])}
         out["embedding"] = out[self.retrieval_branch]["embedding"]
@@ -127,7 +132,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
                 **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """speech (B, S), speech_lengths (B,), image_feats (B, E) frozen CLIP image embeddings."""
         batch = speech.size(0)
-        out = self.encode_speech(speech, speech_lengths[:batch])
+        out = self.run_branches(speech, speech_lengths[:batch])  # the loss needs no fused embedding
         # Training under DDP: every rank contrasts against the whole global batch (distributed.py),
         # the same loss as one process on that batch. Not in eval mode: ESPnet calls forward on
         # rank 0 alone there (attention plots), where a collective would wait for the others.
