@@ -60,11 +60,11 @@ if [ -f "$venv/.speechclip_stamp" ] && [ "$(cat "$venv/.speechclip_stamp")" = "$
     exit 0
 fi
 
-# A fresh venv takes ~5.9 GB (CUDA torch wheels from PyPI); pip dies half-way with ENOSPC otherwise.
+# A new venv takes ~5.9 GB (CUDA torch wheels from PyPI); pip dies half-way with ENOSPC otherwise.
 need_gb=7
 mkdir -p "$(dirname "$venv")"
 free_kb=$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print $4}')
-if [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+if [ ! -x "$venv/bin/python" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
     echo "install.sh: only $((free_kb / 1024)) MB free on the disk of $(dirname "$venv");" \
         "the environment needs about ${need_gb} GB. Free some space or pass --venv DIR on a larger disk." >&2
     exit 1
