@@ -10,7 +10,7 @@ import numpy as np
 
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
 from espnet_speechclip.evaluation import load_wav
-from espnet_speechclip.plots import plot_cif_firing, plot_recall_curves
+from espnet_speechclip.plots import plot_boundary_f1_by_offset, plot_cif_firing, plot_recall_curves
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,13 @@ def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optio
         for key in ("precision", "recall", "f1"):
             lines.append(f"|{key}|{_pct(b[key])}|{_pct(ch[key])}|")
         lines.append(f"\nSegments per word: {results['segments_per_word']:.2f}.")
-    lines += ["", "Plots: `recall_curves.png`, `cif_*.png`."]
+        if "cif_boundary_by_offset" in results:
+            lag = results["cif_boundary_by_offset"]
+            lines.append(f"Fire times shifted by a constant (diagnostic, chosen on this split, not a score): "
+                         f"F1 peaks at {_pct(lag['best_f1'])} for a shift of {1000 * lag['best_offset_s']:+.0f} ms "
+                         "(`cif_boundary_by_offset.png`). A peak far above chance means the fires follow the "
+                         "words with a steady lag.")
+    lines += ["", "Plots: `recall_curves.png`, `cif_*.png` (CIF models)."]
     return "\n".join(lines) + "\n"
 
 
@@ -72,6 +78,11 @@ def write_report(evaluation: Dict, model_dir: str, data_dir: str, output_dir: st
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "RESULTS.md").write_text(results_markdown(results, model_dir, data_dir, config))
     plot_recall_curves(evaluation["curves"], out / "recall_curves.png", title=f"Recall@k on {Path(data_dir).name}")
+    if "cif_boundary_by_offset" in results:
+        lag = results["cif_boundary_by_offset"]
+        plot_boundary_f1_by_offset(lag["offsets_s"], lag["f1"], results["cif_boundary_chance"]["f1"],
+                                   out / "cif_boundary_by_offset.png",
+                                   title=f"CIF fires vs word ends on {Path(data_dir).name}")
     speech = evaluation["speech"]
     align_path = Path(data_dir) / "word_align"
     if speech.alphas and align_path.is_file():

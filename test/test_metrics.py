@@ -10,6 +10,7 @@ import torch
 from espnet_speechclip.metrics import (
     STOP_WORDS,
     boundary_f1,
+    boundary_f1_by_offset,
     content_words,
     first_relevant_rank,
     keyword_hit_rate,
@@ -19,7 +20,7 @@ from espnet_speechclip.metrics import (
     recall_curve,
     retrieval_recall,
 )
-from espnet_speechclip.plots import plot_cif_firing, plot_recall_curves
+from espnet_speechclip.plots import plot_boundary_f1_by_offset, plot_cif_firing, plot_recall_curves
 
 
 def _t(rows):
@@ -235,6 +236,19 @@ def test_boundary_zero_predictions():
     assert boundary_f1([[]], [[]]) == zero
 
 
+def test_boundary_f1_by_offset_finds_a_steady_lag():
+    reference = [[0.10, 0.40, 0.80], [0.25, 0.60]]
+    lagged = [[t + 0.10 for t in utt] for utt in reference]  # every fire 100 ms late
+    offsets = [-0.15, -0.10, -0.05, 0.0]
+    f1 = boundary_f1_by_offset(lagged, reference, offsets, tolerance=0.02)
+    # At -0.10 every fire lands on its word end; at -0.05 / -0.15 / 0 each is 50-100 ms off.
+    assert f1 == pytest.approx([0.0, 1.0, 0.0, 0.0])
+    # Equal to boundary_f1 on the shifted times, tolerance included.
+    shifted = [[t - 0.05 for t in utt] for utt in lagged]
+    assert boundary_f1_by_offset(lagged, reference, [-0.05], tolerance=0.05) == [
+        boundary_f1(shifted, reference, tolerance=0.05)["f1"]]
+
+
 # ---- plots ---------------------------------------------------------------------------------
 
 
@@ -263,3 +277,11 @@ def test_plot_cif_firing(tmp_path):
     path = tmp_path / "cif.png"
     plot_cif_firing(waveform, sr, alpha, fr, (fire_frames / fr).tolist(), words, path, "CIF")
     assert _is_png(path)
+
+
+def test_plot_boundary_f1_by_offset(tmp_path):
+    path = tmp_path / "lag.png"
+    plot_boundary_f1_by_offset([-0.1, 0.0, 0.1], [0.45, 0.28, 0.3], 0.29, path)
+    assert _is_png(path)
+    with pytest.raises(ValueError, match="2 offsets for 3"):
+        plot_boundary_f1_by_offset([-0.1, 0.0], [0.45, 0.28, 0.3], 0.29, tmp_path / "bad.png")
