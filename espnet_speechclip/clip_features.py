@@ -86,26 +86,3 @@ def build_vocab(clip: FrozenCLIP, train_text: str, output: str) -> List[int]:
     Path(output).write_text("".join(f"{i} {p}\n" for i, p in zip(vocab, pieces)))
     logger.info("reduced CLIP vocabulary: %d tokens from %d training captions -> %s", len(vocab), len(captions), output)
     return vocab
-
-
-def load_image_bank(image_feats_scp: str) -> torch.Tensor:
-    """(N, E) unit-norm float32 embeddings of the distinct images an ``image_feats.scp`` names.
-
-    The negatives of the image-bank InfoNCE (``espnet_speechclip.losses``). A missing or unreadable
-    npy raises ``ValueError`` naming it.
-    """
-    scp = Path(image_feats_scp)
-    if not scp.is_file():
-        raise FileNotFoundError(f"image bank: {scp} not found (stage 3 writes dump/<train_set>/image_feats.scp)")
-    paths = sorted(set(read_kaldi_map(scp).values()))
-    rows = []
-    for path in paths:
-        try:
-            rows.append(np.load(path).astype(np.float32).reshape(-1))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"image bank {scp}: cannot read {path}: {err}") from err
-    if not rows or len({r.shape for r in rows}) != 1:
-        raise ValueError(f"image bank {scp}: expected npy vectors of one size, got {sorted({r.shape for r in rows})}")
-    bank = torch.unique(torch.from_numpy(np.stack(rows)), dim=0)
-    logger.info("image bank: %d distinct images from %s", bank.size(0), scp)
-    return torch.nn.functional.normalize(bank, dim=-1)

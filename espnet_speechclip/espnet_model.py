@@ -23,7 +23,6 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_speechclip.branches.abs_branch import AbsBranch
-from espnet_speechclip.clip_features import load_image_bank
 from espnet_speechclip.distributed import gather_with_grad
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 
@@ -42,18 +41,12 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
             ``encode_speech`` returns as "embedding" and validation selects models on; a model
             with one branch retrieves with that one (with a warning if another was asked for).
         fusion_weight: λ, the cascaded branch's share of the fused embedding.
-        fused_weight: weight of an InfoNCE loss on the fused embedding itself (ours, not in the
-            papers; 0 = off). It trains the two branches to agree where retrieval combines them.
-        image_bank: an ``image_feats.scp`` (the train set's): speech→image negatives are then all its
-            images, not only the batch's (ours, see ``losses.py``). Read at the first training step;
-            evaluation and inference never need it.
     """
 
     def __init__(self, upstream: AbsFrontend, specaug: Optional[AbsSpecAug], encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
                  cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
-                 retrieval_branch: str = "parallel", fusion_weight: float = 0.5, fused_weight: float = 0.0,
-                 image_bank: Optional[str] = None):
+                 retrieval_branch: str = "parallel", fusion_weight: float = 0.5):
         super().__init__()
         if parallel is None and cascaded is None:
             raise ValueError("at least one of the parallel and cascaded branches is needed")
@@ -61,8 +54,6 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
             raise ValueError(f"retrieval_branch must be parallel, cascaded or fused, got {retrieval_branch!r}")
         if not 0.0 <= fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
-        if fused_weight < 0.0:
-            raise ValueError(f"fused_weight must be >= 0, got {fused_weight}")
         # A variant made by dropping a branch from a shared config retrieves with the branch it has.
         present = [name for name, branch in (("parallel", parallel), ("cascaded", cascaded)) if branch is not None]
         if retrieval_branch not in present and len(present) == 1:
@@ -80,9 +71,6 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         self.quantity_weight = quantity_weight
         self.retrieval_branch = retrieval_branch
         self.fusion_weight = fusion_weight
-        self.fused_weight = fused_weight if "fused" in self.embedding_names() else 0.0
-        self.image_bank_path = image_bank
-        self._image_bank: Optional[torch.Tensor] = None
 
     def branches(self) -> Dict[str, AbsBranch]:
         return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
@@ -144,23 +132,18 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
                 **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """speech (B, S), speech_lengths (B,), image_feats (B, E) frozen CLIP image embeddings."""
         batch = speech.size(0)
-        out = self.run_branches(speech, speech_lengths[:batch])
+        out = self.run_branches(speech, speech_lengths[:batch])  # the loss needs no fused embedding
         # Training under DDP: every rank contrasts against the whole global batch (distributed.py),
         # the same loss as one process on that batch. Not in eval mode: ESPnet calls forward on
         # rank 0 alone there (attention plots), where a collective would wait for the others.
         gather = gather_with_grad if self.training else (lambda local: local)
         image_feats = gather(image_feats)
         groups = image_groups_from_embeddings(image_feats)
-        bank = self.image_bank(image_feats.device) if self.training else None
         stats: Dict[str, torch.Tensor] = {}
         loss = speech.new_zeros(())
-        weights = {"parallel": self.parallel_weight, "cascaded": self.cascaded_weight, "fused": self.fused_weight}
-        names = list(self.branches())
-        if self.fused_weight > 0:
-            out["fused"] = {"embedding": self.fuse(out["parallel"]["embedding"], out["cascaded"]["embedding"])}
-            names.append("fused")
-        for name in names:
-            branch_loss, logits = self.loss_fn(gather(out[name]["embedding"]), image_feats, groups, bank=bank)
+        weights = {"parallel": self.parallel_weight, "cascaded": self.cascaded_weight}
+        for name in self.branches():
+            branch_loss, logits = self.loss_fn(gather(out[name]["embedding"]), image_feats, groups)
             loss = loss + weights[name] * branch_loss
             target = torch.arange(logits.size(0), device=logits.device)
             stats[f"loss_{name}"] = branch_loss.detach()
@@ -174,16 +157,6 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         stats["loss"] = loss.detach()
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight
-
-    def image_bank(self, device: torch.device) -> Optional[torch.Tensor]:
-        """The (N, E) unit-norm bank of ``image_bank``, read once; None without one."""
-        if self.image_bank_path is None:
-            return None
-        if self._image_bank is None:
-            self._image_bank = load_image_bank(self.image_bank_path)
-        if self._image_bank.device != device:
-            self._image_bank = self._image_bank.to(device)
-        return self._image_bank
 
     def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor, **kwargs) -> Dict[str, torch.Tensor]:
         # No feature normalisation statistics are needed: the upstream consumes raw waveforms.

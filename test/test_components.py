@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from espnet_speechclip.clip_adapter import FrozenCLIP, MissingCheckpointError
-from espnet_speechclip.clip_features import load_image_bank
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
 from espnet_speechclip.vq_bridge import VQBridge
@@ -97,51 +96,6 @@ def test_infonce_masks_same_image_captions_and_matches_hand_value():
             torch.log_softmax(sim[:, 2], 0)[2]]
     expected = -0.5 * (torch.stack(rows).mean() + torch.stack(cols).mean())
     torch.testing.assert_close(loss, expected)
-
-
-def test_infonce_with_an_image_bank_matches_a_naive_loop():
-    """speech->image over every bank image (own row the target), image->speech in the batch."""
-    gen = torch.Generator().manual_seed(0)
-    bank = torch.nn.functional.normalize(torch.randn(7, 4, generator=gen), dim=-1)
-    rows = [5, 2, 5, 0]  # utts 0 and 2 are captions of one image
-    speech, image = torch.randn(4, 4, generator=gen), 3.0 * bank[rows]  # scale must not matter
-    groups = image_groups_from_embeddings(image)
-    loss_fn = InfoNCELoss(temperature=0.5)
-    loss, logits = loss_fn(speech, image, groups, bank=bank)
-    s = torch.nn.functional.normalize(speech, dim=-1)
-    s2i = [-torch.log_softmax(torch.stack([2.0 * s[b] @ bank[n] for n in range(7)]), 0)[rows[b]] for b in range(4)]
-    i2s = []
-    for b in range(4):  # column b without the other caption of the same image
-        keep = [k for k in range(4) if k == b or rows[k] != rows[b]]
-        col = torch.stack([2.0 * s[k] @ bank[rows[b]] for k in keep])
-        i2s.append(-torch.log_softmax(col, 0)[keep.index(b)])
-    torch.testing.assert_close(loss, 0.5 * (torch.stack(s2i).mean() + torch.stack(i2s).mean()))
-    # A bank of exactly the batch's distinct images is the plain in-batch loss.
-    distinct = torch.nn.functional.normalize(image[[0, 1, 3]], dim=-1)
-    plain = InfoNCELoss(temperature=0.5)(speech[[0, 1, 3]], image[[0, 1, 3]])[0]
-    torch.testing.assert_close(loss_fn(speech[[0, 1, 3]], image[[0, 1, 3]], bank=distinct)[0], plain)
-    # Gradients reach the speech side only (the bank is frozen data).
-    speech.requires_grad_(True)
-    loss_fn(speech, image, groups, bank=bank)[0].backward()
-    assert speech.grad.abs().sum() > 0 and not bank.requires_grad
-    with pytest.raises(ValueError, match="match no bank image"):
-        loss_fn(speech, torch.randn(4, 4, generator=gen), bank=bank)
-
-
-def test_load_image_bank_keeps_distinct_images_and_names_a_bad_file(tmp_path):
-    vectors = {"a": np.array([3.0, 4.0], dtype=np.float32), "b": np.array([0.0, 2.0], dtype=np.float32)}
-    for name, vector in vectors.items():
-        np.save(tmp_path / f"{name}.npy", vector)
-    scp = tmp_path / "image_feats.scp"
-    scp.write_text(f"u1 {tmp_path}/a.npy\nu2 {tmp_path}/b.npy\nu3 {tmp_path}/a.npy\n")
-    bank = load_image_bank(str(scp))
-    assert bank.shape == (2, 2)
-    np.testing.assert_allclose(sorted(map(tuple, bank.tolist())), [(0.0, 1.0), (0.6, 0.8)], rtol=1e-6)
-    (tmp_path / "b.npy").write_bytes(b"not an npy")
-    with pytest.raises(ValueError, match="b.npy"):
-        load_image_bank(str(scp))
-    with pytest.raises(FileNotFoundError, match="stage 3"):
-        load_image_bank(str(tmp_path / "missing.scp"))
 
 
 def test_preprocessor_rejects_empty_and_too_short_audio_naming_the_utterance():
