@@ -20,8 +20,8 @@ from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.clip_features import load_image_batch
 from espnet_speechclip.data.audio_format import resample
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
-from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, keyword_hit_rate,
-                                       keyword_prf, recall_curve, retrieval_recall)
+from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, evenly_spaced_times,
+                                       keyword_hit_rate, keyword_prf, recall_curve, retrieval_recall)
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -194,8 +194,13 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         results["segments_per_word"] = float(sum(map(len, speech.fire_times)) / max(1, sum(map(len, refs))))
         offsets = [round(0.01 * k, 2) for k in range(-20, 21)]
         by_offset = boundary_f1_by_offset(speech.fire_times, refs, offsets, tolerance=boundary_tolerance)
-        best = int(np.argmax(by_offset))
+        steady = boundary_f1_by_offset(evenly_spaced_times([len(f) for f in speech.fire_times], speech.durations),
+                                       refs, offsets, tolerance=boundary_tolerance)
+        best, steady_best = int(np.argmax(by_offset)), int(np.argmax(steady))
         results["cif_boundary_by_offset"] = {"offsets_s": offsets, "f1": by_offset,
-                                             "best_offset_s": offsets[best], "best_f1": by_offset[best]}
+                                             "best_offset_s": offsets[best], "best_f1": by_offset[best],
+                                             "evenly_spaced_f1": steady,
+                                             "evenly_spaced_best_offset_s": offsets[steady_best],
+                                             "evenly_spaced_best_f1": steady[steady_best]}
     results["chance"] = {"speech_to_image_r1": 1.0 / len(images), "speech_to_image_r10": min(1.0, 10.0 / len(images))}
     return {"results": results, "speech": speech, "curves": curves}

@@ -357,9 +357,18 @@ def boundary_f1_by_offset(
 ) -> List[float]:
     """Boundary F1 after adding each constant ``offset`` (seconds) to every predicted boundary.
 
-    A diagnostic, not a score: if F1 peaks far above chance at a non-zero offset, the predicted
-    boundaries follow the reference ones with a steady lag (a CIF that fires on each word's first
-    vowel rather than at its end, say), which F1 at offset 0 cannot tell from random timing.
+    A diagnostic, not a score, and only read against :func:`evenly_spaced_times` with the same
+    counts: when words have similar lengths, fires at a constant rate (a flat CIF α) also peak far
+    above random times at some shift. Only a peak above that one means the predicted boundaries
+    follow the reference ones with a steady lag.
     """
     return [boundary_f1([[t + offset for t in utt] for utt in predicted], reference, tolerance)["f1"]
             for offset in offsets]
+
+
+def evenly_spaced_times(counts: Sequence[int], durations: Sequence[float]) -> List[List[float]]:
+    """Where a constant CIF weight fires: n times per utterance of duration d at t_k = k d / n,
+    k = 1..n (the running sum of α = n / T per frame crosses k at frame k T / n)."""
+    if len(counts) != len(durations):
+        raise ValueError(f"evenly_spaced_times: {len(counts)} counts for {len(durations)} durations")
+    return [[k * d / n for k in range(1, n + 1)] for n, d in zip(counts, durations)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -130,7 +130,8 @@ def plot_cif_firing(
 
 
 def plot_boundary_f1_by_offset(offsets_s: Sequence[float], f1: Sequence[float], chance_f1: float,
-                               path: PathLike, title: str = "Boundary F1 by shift") -> None:
+                               path: PathLike, title: str = "Boundary F1 by shift",
+                               evenly_spaced_f1: Optional[Sequence[float]] = None) -> None:
     """Boundary F1 of fire times shifted by each constant (ms on x), chance level as a line.
 
     Args:
@@ -139,13 +140,20 @@ def plot_boundary_f1_by_offset(offsets_s: Sequence[float], f1: Sequence[float], 
         chance_f1: F1 of random times (same count) at shift 0.
         path: output image file.
         title: figure title.
+        evenly_spaced_f1: the same curve for evenly spaced fires (a constant CIF weight), the
+            baseline a peak must beat to show word-locked fires.
     """
     if len(offsets_s) != len(f1) or not len(f1):
         raise ValueError(f"plot_boundary_f1_by_offset: {len(offsets_s)} offsets for {len(f1)} F1 values")
+    if evenly_spaced_f1 is not None and len(evenly_spaced_f1) != len(f1):
+        raise ValueError(f"plot_boundary_f1_by_offset: {len(evenly_spaced_f1)} evenly spaced F1 values for "
+                         f"{len(f1)} offsets")
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot(1, 1, 1)
     ms = 1000 * np.asarray(offsets_s, dtype=np.float64)
     ax.plot(ms, f1, marker=".", label="CIF fires")
+    if evenly_spaced_f1 is not None:
+        ax.plot(ms, evenly_spaced_f1, color="C1", ls=":", label="evenly spaced fires (constant α)")
     ax.axhline(chance_f1, color="0.5", ls="--", label="chance (random times)")
     ax.axvline(0.0, color="k", lw=0.5)
     ax.set_xlabel("shift added to every fire time (ms)")

@@ -62,10 +62,14 @@ def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optio
         lines.append(f"\nSegments per word: {results['segments_per_word']:.2f}.")
         if "cif_boundary_by_offset" in results:
             lag = results["cif_boundary_by_offset"]
-            lines.append(f"Fire times shifted by a constant (diagnostic, chosen on this split, not a score): "
-                         f"F1 peaks at {_pct(lag['best_f1'])} for a shift of {1000 * lag['best_offset_s']:+.0f} ms "
-                         "(`cif_boundary_by_offset.png`). A peak far above chance means the fires follow the "
-                         "words with a steady lag.")
+            line = (f"Fire times shifted by a constant (diagnostic, chosen on this split, not a score): "
+                    f"F1 peaks at {_pct(lag['best_f1'])} for a shift of {1000 * lag['best_offset_s']:+.0f} ms "
+                    "(`cif_boundary_by_offset.png`).")
+            if "evenly_spaced_best_f1" in lag:
+                line += (f" Evenly spaced fires with the same count per utterance (a constant CIF weight) peak at "
+                         f"{_pct(lag['evenly_spaced_best_f1'])} ({1000 * lag['evenly_spaced_best_offset_s']:+.0f} ms): "
+                         "only a model peak above that one means the fires follow the words with a steady lag.")
+            lines.append(line)
     lines += ["", "Plots: `recall_curves.png`, `cif_*.png` (CIF models)."]
     return "\n".join(lines) + "\n"
 
@@ -81,7 +85,7 @@ def write_report(evaluation: Dict, model_dir: str, data_dir: str, output_dir: st
     if "cif_boundary_by_offset" in results:
         lag = results["cif_boundary_by_offset"]
         plot_boundary_f1_by_offset(lag["offsets_s"], lag["f1"], results["cif_boundary_chance"]["f1"],
-                                   out / "cif_boundary_by_offset.png",
+                                   out / "cif_boundary_by_offset.png", evenly_spaced_f1=lag.get("evenly_spaced_f1"),
                                    title=f"CIF fires vs word ends on {Path(data_dir).name}")
     speech = evaluation["speech"]
     align_path = Path(data_dir) / "word_align"

@@ -11,6 +11,7 @@ from espnet_speechclip.metrics import (
     STOP_WORDS,
     boundary_f1,
     boundary_f1_by_offset,
+    evenly_spaced_times,
     content_words,
     first_relevant_rank,
     keyword_hit_rate,
@@ -249,6 +250,28 @@ def test_boundary_f1_by_offset_finds_a_steady_lag():
         boundary_f1(shifted, reference, tolerance=0.05)["f1"]]
 
 
+def test_evenly_spaced_times_are_where_a_constant_alpha_fires():
+    got = evenly_spaced_times([2, 4, 0], [1.0, 2.0, 0.5])
+    assert [len(u) for u in got] == [2, 4, 0]
+    assert got[0] == pytest.approx([0.5, 1.0]) and got[1] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    from espnet_speechclip.evaluation import cif_fire_times
+    frames, hop, n = 50, 0.04, 7
+    alpha = np.full(frames, n / frames)
+    assert cif_fire_times(alpha, n, hop) == pytest.approx(evenly_spaced_times([n], [frames * hop])[0])
+    with pytest.raises(ValueError, match="2 counts for 1 durations"):
+        evenly_spaced_times([1, 2], [1.0])
+
+
+def test_evenly_spaced_fires_peak_under_a_shift_when_words_have_equal_lengths():
+    # Four 0.3 s words ending 50 ms after each point of a constant-rate grid: with no word
+    # information at all, a shift lifts F1 from 0 to 1; this is why the stage-5 diagnostic
+    # reports the evenly spaced curve beside the model's.
+    reference = [[0.35, 0.65, 0.95, 1.25]]
+    steady = evenly_spaced_times([4], [1.2])
+    f1 = boundary_f1_by_offset(steady, reference, [0.0, 0.05], tolerance=0.02)
+    assert f1 == pytest.approx([0.0, 1.0])
+
+
 # ---- plots ---------------------------------------------------------------------------------
 
 
@@ -281,7 +304,10 @@ def test_plot_cif_firing(tmp_path):
 
 def test_plot_boundary_f1_by_offset(tmp_path):
     path = tmp_path / "lag.png"
-    plot_boundary_f1_by_offset([-0.1, 0.0, 0.1], [0.45, 0.28, 0.3], 0.29, path)
+    plot_boundary_f1_by_offset([-0.1, 0.0, 0.1], [0.45, 0.28, 0.3], 0.29, path, evenly_spaced_f1=[0.46, 0.25, 0.3])
     assert _is_png(path)
+    with pytest.raises(ValueError, match="2 evenly spaced F1 values for 3"):
+        plot_boundary_f1_by_offset([-0.1, 0.0, 0.1], [0.45, 0.28, 0.3], 0.29, tmp_path / "b.png",
+                                   evenly_spaced_f1=[0.4, 0.3])
     with pytest.raises(ValueError, match="2 offsets for 3"):
         plot_boundary_f1_by_offset([-0.1, 0.0], [0.45, 0.28, 0.3], 0.29, tmp_path / "bad.png")

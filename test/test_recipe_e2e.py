@@ -53,6 +53,10 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
         assert set(results[key]) == {"r1", "r5", "r10"} and all(0 <= v <= 1 for v in results[key].values())
     assert set(results["keyword"]) == {"precision", "recall", "f1", "hit_rate"}
     assert set(results["cif_boundary"]) == {"precision", "recall", "f1"}
+    lag = results["cif_boundary_by_offset"]
+    assert len(lag["f1"]) == len(lag["evenly_spaced_f1"]) == len(lag["offsets_s"]) == 41
+    assert lag["evenly_spaced_best_f1"] == max(lag["evenly_spaced_f1"])
+    assert "Evenly spaced fires" in (exp / "eval_test" / "RESULTS.md").read_text()
     assert results["num_utterances"] == 24 and results["num_images"] == 12
     assert (exp / "eval_test" / "recall_curves.png").stat().st_size > 0
     assert list((exp / "eval_test").glob("cif_*.png"))
