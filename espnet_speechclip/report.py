@@ -25,7 +25,8 @@ def _recall_row(name: str, result: Dict[str, float]) -> str:
 
 def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optional[str] = None) -> str:
     lines = [f"# RESULTS: {Path(model_dir).name} on {data_dir}", "",
-             f"- model: `{model_dir}`" + (f" (config `{config}`)" if config else ""),
+             f"- model: `{model_dir}`" + (f" (config `{config}`)" if config else "")
+             + (f", checkpoint `{results['checkpoint']}`" if "checkpoint" in results else ""),
              f"- {results['num_utterances']} utterances, {results['num_images']} images; recalls in %", ""]
     lines += ["## Retrieval (R@1 / R@5 / R@10)", "", "|branch: direction|R@1|R@5|R@10|", "|---|---|---|---|"]
     for branch, res in results["branches"].items():

@@ -1,6 +1,7 @@
 """Stage 4 robustness: kill -9 and resume, non-finite batches, same seed -> same results.json."""
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 from PIL import Image
 
 from espnet_speechclip.bin import speechclip_eval
@@ -155,3 +157,31 @@ def test_nan_batch_is_skipped_counted_and_never_reaches_the_weights(tiny_corpus,
         if value.is_floating_point():
             assert torch.isfinite(value).all(), name
     assert any("running_mean" in name for name in checkpoint["model"])
+
+
+def test_stage5_evaluates_the_checkpoint_of_the_configs_criterion_the_one_stage6_packs(setup, reference, tmp_path):
+    # A criterion ESPnet does not pick by default (valid mean_r1), whose best epoch is not the last.
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for name in ("1epoch.pth", "2epoch.pth", "latest.pth", "valid.mean_r10.best.pth"):
+        shutil.copy(reference["exp"] / name, exp / name)
+    config = yaml.safe_load((reference["exp"] / "config.yaml").read_text())
+    config["best_model_criterion"] = [["valid", "mean_r1", "max"]]
+    (exp / "config.yaml").write_text(yaml.safe_dump(config))
+    os.symlink("1epoch.pth", exp / "valid.mean_r1.best.pth")
+    default, explicit = tmp_path / "default", tmp_path / "explicit"
+    speechclip_eval.main(["--data_dir", str(setup["eval_dir"]), "--model_dir", str(exp), "--output_dir",
+                          str(default), "--num_cif_plots", "0"])
+    speechclip_eval.main(["--data_dir", str(setup["eval_dir"]), "--model_dir", str(exp), "--model_file",
+                          str(exp / "1epoch.pth"), "--output_dir", str(explicit), "--num_cif_plots", "0"])
+    got, want = (json.loads((d / "results.json").read_text()) for d in (default, explicit))
+    assert got.pop("checkpoint") == "valid.mean_r1.best.pth"
+    assert want.pop("checkpoint") == "1epoch.pth"
+    assert got == want
+    assert "checkpoint `valid.mean_r1.best.pth`" in (default / "RESULTS.md").read_text()
+    last = tmp_path / "last"
+    speechclip_eval.main(["--data_dir", str(setup["eval_dir"]), "--model_dir", str(exp), "--model_file",
+                          str(exp / "2epoch.pth"), "--output_dir", str(last), "--num_cif_plots", "0"])
+    last_results = json.loads((last / "results.json").read_text())
+    assert last_results.pop("checkpoint") == "2epoch.pth"
+    assert last_results != want  # the two epochs differ, so the comparison above could fail

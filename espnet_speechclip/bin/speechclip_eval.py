@@ -9,20 +9,21 @@ The data dir needs wav.scp, utt2img, img.scp (and text for zero-shot text retrie
 word_align for CIF boundary F1). Writes results.json, RESULTS.md, recall_curves.png, cif_*.png.
 """
 import argparse
+import logging
 from pathlib import Path
 
 import torch
 
 from espnet_speechclip.bin._cli import setup_logging
 
-MODEL_FILES = ("valid.mean_r10.best.pth", "valid.loss.best.pth", "latest.pth")
-
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--model_dir", required=True, help="ESPnet exp dir with config.yaml and *.pth")
-    parser.add_argument("--model_file", default=None, help=f"Default: the first of {MODEL_FILES} present")
+    parser.add_argument("--model_file", default=None,
+                        help="Default: the checkpoint kept for the config's first best_model_criterion "
+                             "(e.g. valid.mean_r1.best.pth), the one stage 6 packs; else latest.pth")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num_cif_plots", type=int, default=4)
@@ -30,16 +31,22 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def load_model(model_dir: str, model_file: str = None, device: str = "cpu"):
+    """(model in eval mode, train args, path of the checkpoint loaded)."""
+    import yaml
+
     from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
+    from espnet_speechclip.zoo import find_model_file
 
     model_dir = Path(model_dir)
+    config = model_dir / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{model_dir}: no config.yaml (has stage 4 run?)")
     if model_file is None:
-        found = [model_dir / f for f in MODEL_FILES if (model_dir / f).exists()]
-        if not found:
-            raise FileNotFoundError(f"{model_dir}: none of {MODEL_FILES} (has stage 4 finished?)")
-        model_file = str(found[0])
-    model, args = SpeechCLIPTask.build_model_from_file(str(model_dir / "config.yaml"), model_file, device)
-    return model.eval(), args
+        # The same checkpoint as the packed model (stage 6), so that RESULTS.md describes what is shipped.
+        model_file = str(find_model_file(model_dir, yaml.safe_load(config.read_text()) or {}))
+    logging.info("evaluating %s", model_file)
+    model, args = SpeechCLIPTask.build_model_from_file(str(config), model_file, device)
+    return model.eval(), args, model_file
 
 
 def main(cmd=None):
@@ -50,10 +57,11 @@ def main(cmd=None):
     from espnet_speechclip.report import write_report
 
     torch.manual_seed(0)
-    model, train_args = load_model(args.model_dir, args.model_file, args.device)
+    model, train_args, model_file = load_model(args.model_dir, args.model_file, args.device)
     clip = model.cascaded.clip if model.cascaded is not None else FrozenCLIP(**train_args.clip_conf)
     pieces = clip.decode(model.cascaded.bridge.token_ids.tolist()) if model.cascaded is not None else None
     result = evaluate(model, clip, args.data_dir, vocab_pieces=pieces)
+    result["results"]["checkpoint"] = Path(model_file).name
     write_report(result, args.model_dir, args.data_dir, args.output_dir, num_cif_plots=args.num_cif_plots,
                  config=str(Path(args.model_dir) / "config.yaml"))
 
