@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.clip_features import load_image_batch
+from espnet_speechclip.confidence import bootstrap_recalls, interval
 from espnet_speechclip.data.audio_format import resample
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
 from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, evenly_spaced_times,
-                                       keyword_hit_rate, keyword_prf, recall_curve, retrieval_recall)
+                                       first_relevant_rank, keyword_hit_rate, keyword_prf, recall_curve, retrieval_recall)
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -173,6 +174,15 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         results["clip_text_to_image"] = retrieval_recall(text_emb, image_emb, text2img)["speech_to_image"]
         curves["CLIP text→image (topline)"] = recall_curve(text_emb, image_emb, text2img,
                                                            max_k=min(50, len(images)))
+        # Both recalls on the same image resamples, so that their ratio has an interval too.
+        speech_hits = first_relevant_rank(speech.embeddings[model.retrieval_branch], image_emb, utt2img_index) == 1
+        text_hits = first_relevant_rank(text_emb, image_emb, text2img) == 1
+        draws = bootstrap_recalls({"speech": (speech_hits, utt2img_index), "topline": (text_hits, text2img)},
+                                  len(images), seed=seed)
+        results["bootstrap_ci95"] = {"num_resamples": len(draws["speech"]),
+                                     "speech_to_image_r1": interval(draws["speech"]),
+                                     "clip_text_to_image_r1": interval(draws["topline"]),
+                                     "ratio_to_topline": interval(draws["speech"] / draws["topline"])}
     if speech.keyword_ids and has_text and vocab_pieces is not None:
         predicted = [[vocab_pieces[i] for i in ids] for ids in speech.keyword_ids]
         references = [text[u] for u in speech.utts]

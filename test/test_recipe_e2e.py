@@ -57,6 +57,11 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
     assert len(lag["f1"]) == len(lag["evenly_spaced_f1"]) == len(lag["offsets_s"]) == 41
     assert lag["evenly_spaced_best_f1"] == max(lag["evenly_spaced_f1"])
     assert "Evenly spaced fires" in (exp / "eval_test" / "RESULTS.md").read_text()
+    ci = results["bootstrap_ci95"]
+    for key, value in (("speech_to_image_r1", results["speech_to_image"]["r1"]),
+                       ("clip_text_to_image_r1", results["clip_text_to_image"]["r1"])):
+        assert ci[key][0] <= value <= ci[key][1], (key, ci[key], value)
+    assert "bootstrap resamples of the images" in (exp / "eval_test" / "RESULTS.md").read_text()
     assert results["num_utterances"] == 24 and results["num_images"] == 12
     assert (exp / "eval_test" / "recall_curves.png").stat().st_size > 0
     assert list((exp / "eval_test").glob("cif_*.png"))
