@@ -179,10 +179,13 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         text_hits = first_relevant_rank(text_emb, image_emb, text2img) == 1
         draws = bootstrap_recalls({"speech": (speech_hits, utt2img_index), "topline": (text_hits, text2img)},
                                   len(images), seed=seed)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a draw whose topline is 0 is left out
+            ratio = draws["speech"] / draws["topline"]
         results["bootstrap_ci95"] = {"num_resamples": len(draws["speech"]),
                                      "speech_to_image_r1": interval(draws["speech"]),
                                      "clip_text_to_image_r1": interval(draws["topline"]),
-                                     "ratio_to_topline": interval(draws["speech"] / draws["topline"])}
+                                     # None when the topline is 0 on every draw (a tiny split).
+                                     "ratio_to_topline": interval(ratio) if np.isfinite(ratio).any() else None}
     if speech.keyword_ids and has_text and vocab_pieces is not None:
         predicted = [[vocab_pieces[i] for i in ids] for ids in speech.keyword_ids]
         references = [text[u] for u in speech.utts]

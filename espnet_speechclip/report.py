@@ -46,11 +46,11 @@ def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optio
                      "the CLIP text→image topline.")
         if "bootstrap_ci95" in results:
             ci = results["bootstrap_ci95"]
-            (s_lo, s_hi), (t_lo, t_hi), (r_lo, r_hi) = (ci[k] for k in (
-                "speech_to_image_r1", "clip_text_to_image_r1", "ratio_to_topline"))
+            (s_lo, s_hi), (t_lo, t_hi) = ci["speech_to_image_r1"], ci["clip_text_to_image_r1"]
+            ratio = ci["ratio_to_topline"]
             lines.append(f"95 % intervals over {ci['num_resamples']} bootstrap resamples of the images: "
                          f"speech→image R@1 {_pct(s_lo)}-{_pct(s_hi)}, topline {_pct(t_lo)}-{_pct(t_hi)}, "
-                         f"ratio {r_lo:.2f}-{r_hi:.2f}.")
+                         + (f"ratio {ratio[0]:.2f}-{ratio[1]:.2f}." if ratio else "ratio undefined (topline 0)."))
     if "keyword" in results:
         kw, ch = results["keyword"], results["keyword_chance"]
         lines += ["", "## Keywords (cascaded branch)", "", "|metric|model|chance (random vocabulary tokens)|",

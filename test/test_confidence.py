@@ -83,3 +83,18 @@ def test_bad_input_is_a_clear_error():
         interval(np.array([0.5]), level=1.0)
     with pytest.raises(ValueError, match="no finite"):
         interval(np.array([math.nan]))
+
+
+def test_report_states_the_intervals_and_an_undefined_ratio_when_the_topline_is_zero():
+    from espnet_speechclip.report import results_markdown
+
+    results = {"num_utterances": 4, "num_images": 2, "branches": {}, "retrieval_branch": "parallel",
+               "chance": {"speech_to_image_r1": 0.5, "speech_to_image_r10": 1.0},
+               "speech_to_image": {"r1": 0.5}, "clip_text_to_image": {"r1": 0.0, "r5": 1.0, "r10": 1.0},
+               "bootstrap_ci95": {"num_resamples": 10, "speech_to_image_r1": [0.25, 0.75],
+                                  "clip_text_to_image_r1": [0.0, 0.0], "ratio_to_topline": None}}
+    text = results_markdown(results, "exp", "dump/test")
+    assert ("95 % intervals over 10 bootstrap resamples of the images: speech→image R@1 25.0-75.0, "
+            "topline 0.0-0.0, ratio undefined (topline 0).") in text
+    results["bootstrap_ci95"]["ratio_to_topline"] = [0.5, 1.25]
+    assert "ratio 0.50-1.25." in results_markdown(results, "exp", "dump/test")
