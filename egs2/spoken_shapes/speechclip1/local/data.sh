@@ -7,13 +7,14 @@ SECONDS=0
 small=false
 seed=0
 nj=2
-num_train=3000              # train images (dev: 150, test: 250; --small overrides all three)
+num_train=3000              # train images (dev: 150; --small overrides all three)
+num_test=250                # test images; more narrow the bootstrap intervals of stage 5
 train_captions_per_image=2   # spoken captions per train image (dev and test: 2), each another voice
-help_message="Usage: $0 [--small true|false] [--seed N] [--nj N] [--num_train N] [--train_captions_per_image N]"
+help_message="Usage: $0 [--small true|false] [--seed N] [--nj N] [--num_train N] [--num_test N] [--train_captions_per_image N]"
 . utils/parse_options.sh
 
 opts=(--corpus_dir downloads/spoken_shapes --data_dir data --seed "${seed}" --nj "${nj}"
-      --num_train "${num_train}"
+      --num_train "${num_train}" --num_test "${num_test}"
       --train_captions_per_image "${train_captions_per_image}")
 [ "${small}" = true ] && opts+=(--small)
 log "generating SpokenShapes (small=${small}, seed=${seed})"
