@@ -22,7 +22,8 @@ from espnet_speechclip.confidence import bootstrap_recalls, interval
 from espnet_speechclip.data.audio_format import resample
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
 from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, evenly_spaced_times,
-                                       first_relevant_rank, keyword_hit_rate, keyword_prf, recall_curve, retrieval_recall)
+                                       first_relevant_rank, keyword_hit_rate, keyword_prf, recall_curve, recall_from_ranks,
+                                       retrieval_recall)
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -171,13 +172,15 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         # The frozen CLIP's own text→image retrieval of the transcripts: the ceiling for speech.
         image_of_text = {text[u]: img_index[utt2img[u]] for u in speech.utts}
         text2img = torch.tensor([image_of_text[t] for t in transcripts])
-        results["clip_text_to_image"] = retrieval_recall(text_emb, image_emb, text2img)["speech_to_image"]
-        curves["CLIP text→image (topline)"] = recall_curve(text_emb, image_emb, text2img,
-                                                           max_k=min(50, len(images)))
+        # One ranking of the transcripts gives the topline's recalls, its curve and its bootstrap hits.
+        text_ranks = first_relevant_rank(text_emb, image_emb, text2img)
+        results["clip_text_to_image"] = recall_from_ranks(text_ranks)
+        max_k = min(50, len(images))
+        topline_curve = recall_from_ranks(text_ranks, range(1, max_k + 1))
+        curves["CLIP text→image (topline)"] = {k: topline_curve[f"r{k}"] for k in range(1, max_k + 1)}
         # Both recalls on the same image resamples, so that their ratio has an interval too.
         speech_hits = first_relevant_rank(speech.embeddings[model.retrieval_branch], image_emb, utt2img_index) == 1
-        text_hits = first_relevant_rank(text_emb, image_emb, text2img) == 1
-        draws = bootstrap_recalls({"speech": (speech_hits, utt2img_index), "topline": (text_hits, text2img)},
+        draws = bootstrap_recalls({"speech": (speech_hits, utt2img_index), "topline": (text_ranks == 1, text2img)},
                                   len(images), seed=seed)
         with np.errstate(invalid="ignore", divide="ignore"):  # a draw whose topline is 0 is left out
             ratio = draws["speech"] / draws["topline"]

@@ -22,7 +22,7 @@ def row(exp: Path, split: str, dev_split: str) -> str:
     test = json.loads((exp / f"eval_{split}" / "results.json").read_text())
     dev_file = exp / f"eval_{dev_split}" / "results.json"
     dev = json.loads(dev_file.read_text()) if dev_file.is_file() else None
-    r1, top = test["speech_to_image"]["r1"], test["clip_text_to_image"]["r1"]
+    r1, top = test["speech_to_image"]["r1"], test.get("clip_text_to_image", {}).get("r1", 0.0)  # no text: no topline
     ci = test.get("bootstrap_ci95", {}).get("speech_to_image_r1")
     branches = ", ".join(f"{name} {_pct(res['speech_to_image']['r1'])}" for name, res in test["branches"].items())
     keyword = test.get("keyword", {}).get("f1")
