@@ -21,9 +21,9 @@ from espnet_speechclip.clip_features import load_image_batch
 from espnet_speechclip.confidence import bootstrap_recalls, interval
 from espnet_speechclip.data.audio_format import resample
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, read_word_align
-from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, evenly_spaced_times,
-                                       first_relevant_rank, keyword_hit_rate, keyword_prf, recall_curve, recall_from_ranks,
-                                       retrieval_recall)
+from espnet_speechclip.metrics import (boundary_f1, boundary_f1_by_offset, content_words, curve_from_ranks,
+                                       evenly_spaced_times, first_relevant_rank, keyword_hit_rate, keyword_prf,
+                                       recall_from_ranks, retrieval_ranks, retrieval_recall)
 
 logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -156,16 +156,19 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
     has_text = len(transcripts) > 0 and all(u in text for u in speech.utts)
     text_index = {t: n for n, t in enumerate(transcripts)}
     utt2text_index = torch.tensor([text_index[text[u]] for u in speech.utts]) if has_text else None
+    max_k = min(50, len(images))
+    speech_to_image_ranks = {}
     for name, emb in speech.embeddings.items():
-        branch = retrieval_recall(emb, image_emb, utt2img_index)
+        # One ranking per direction gives the recalls, the curve and (retrieval branch) the bootstrap hits.
+        ranks = retrieval_ranks(emb, image_emb, utt2img_index)
+        speech_to_image_ranks[name] = ranks["speech_to_image"]
+        branch = {direction: recall_from_ranks(r) for direction, r in ranks.items()}
         if has_text:
             branch.update(retrieval_recall(emb, text_emb, utt2text_index,
                                            directions=("speech_to_text", "text_to_speech")))
         results["branches"][name] = branch
-        max_k = min(50, len(images))
-        curves[f"{name}: speech→image"] = recall_curve(emb, image_emb, utt2img_index, max_k=max_k)
-        curves[f"{name}: image→speech"] = recall_curve(image_emb, emb, torch.arange(len(images)), utt2img_index,
-                                                        max_k=max_k)
+        curves[f"{name}: speech→image"] = curve_from_ranks(ranks["speech_to_image"], max_k)
+        curves[f"{name}: image→speech"] = curve_from_ranks(ranks["image_to_speech"], max_k)
     results.update(results["branches"][model.retrieval_branch])
     results["retrieval_branch"] = model.retrieval_branch
     if has_text:
@@ -175,11 +178,9 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         # One ranking of the transcripts gives the topline's recalls, its curve and its bootstrap hits.
         text_ranks = first_relevant_rank(text_emb, image_emb, text2img)
         results["clip_text_to_image"] = recall_from_ranks(text_ranks)
-        max_k = min(50, len(images))
-        topline_curve = recall_from_ranks(text_ranks, range(1, max_k + 1))
-        curves["CLIP text→image (topline)"] = {k: topline_curve[f"r{k}"] for k in range(1, max_k + 1)}
+        curves["CLIP text→image (topline)"] = curve_from_ranks(text_ranks, max_k)
         # Both recalls on the same image resamples, so that their ratio has an interval too.
-        speech_hits = first_relevant_rank(speech.embeddings[model.retrieval_branch], image_emb, utt2img_index) == 1
+        speech_hits = speech_to_image_ranks[model.retrieval_branch] == 1
         draws = bootstrap_recalls({"speech": (speech_hits, utt2img_index), "topline": (text_ranks == 1, text2img)},
                                   len(images), seed=seed)
         with np.errstate(invalid="ignore", divide="ignore"):  # a draw whose topline is 0 is left out

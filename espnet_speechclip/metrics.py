@@ -159,7 +159,11 @@ def recall_curve(
     chunk_size: int = 1024,
 ) -> Dict[int, float]:
     """Recall@k for every k in 1..max_k (for :func:`espnet_speechclip.plots.plot_recall_curves`)."""
-    ranks = first_relevant_rank(query, gallery, query_labels, gallery_labels, chunk_size)
+    return curve_from_ranks(first_relevant_rank(query, gallery, query_labels, gallery_labels, chunk_size), max_k)
+
+
+def curve_from_ranks(ranks: torch.Tensor, max_k: int = 50) -> Dict[int, float]:
+    """``{k: recall@k}`` for every k in 1..max_k from precomputed ranks."""
     recalls = recall_from_ranks(ranks, range(1, max_k + 1))
     return {k: recalls[f"r{k}"] for k in range(1, max_k + 1)}
 
@@ -190,6 +194,19 @@ def retrieval_recall(
     Returns:
         ``{directions[0]: {"r1": ..}, directions[1]: {"r1": ..}}``, floats in [0, 1].
     """
+    ranks = retrieval_ranks(speech_emb, image_emb, utt2img_index, chunk_size, directions)
+    return {direction: recall_from_ranks(r, ks) for direction, r in ranks.items()}
+
+
+def retrieval_ranks(
+    speech_emb: torch.Tensor,
+    image_emb: torch.Tensor,
+    utt2img_index: torch.Tensor,
+    chunk_size: int = 1024,
+    directions: Tuple[str, str] = ("speech_to_image", "image_to_speech"),
+) -> Dict[str, torch.Tensor]:
+    """The ranks behind :func:`retrieval_recall`: ``{directions[0]: (N,), directions[1]: (M,)}``,
+    so that recalls, recall@k curves and bootstrap hits come from one ranking."""
     utt2img_index = torch.as_tensor(utt2img_index, dtype=torch.long).cpu()
     num_img = image_emb.shape[0]
     if utt2img_index.numel() and (utt2img_index.min() < 0 or utt2img_index.max() >= num_img):
@@ -199,8 +216,8 @@ def retrieval_recall(
         )
     images = torch.arange(num_img)
     return {
-        directions[0]: recall_at_k(speech_emb, image_emb, utt2img_index, images, ks, chunk_size),
-        directions[1]: recall_at_k(image_emb, speech_emb, images, utt2img_index, ks, chunk_size),
+        directions[0]: first_relevant_rank(speech_emb, image_emb, utt2img_index, images, chunk_size),
+        directions[1]: first_relevant_rank(image_emb, speech_emb, images, utt2img_index, chunk_size),
     }
 
 

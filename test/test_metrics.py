@@ -13,12 +13,14 @@ from espnet_speechclip.metrics import (
     boundary_f1_by_offset,
     evenly_spaced_times,
     content_words,
+    curve_from_ranks,
     first_relevant_rank,
     keyword_hit_rate,
     keyword_prf,
     mean_recall,
     recall_at_k,
     recall_curve,
+    retrieval_ranks,
     retrieval_recall,
 )
 from espnet_speechclip.plots import plot_boundary_f1_by_offset, plot_cif_firing, plot_recall_curves
@@ -163,6 +165,22 @@ def test_recall_curve_is_monotone_and_ends_at_one():
     curve = recall_curve(HAND_SPEECH, HAND_IMAGES, HAND_UTT2IMG, max_k=4)
     assert list(curve) == [1, 2, 3, 4]
     assert curve[1] == pytest.approx(1 / 3) and curve[2] == curve[4] == 1.0
+
+
+def test_retrieval_ranks_are_the_brute_force_ranks_behind_recalls_and_curves():
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randn(12, 6, generator=gen)
+    utt2img = torch.cat([torch.arange(12), torch.randint(0, 12, (18,), generator=gen)])
+    speech = images[utt2img] + 1.5 * torch.randn(30, 6, generator=gen)
+    ranks = retrieval_ranks(speech, images, utt2img, chunk_size=7)
+    assert ranks["speech_to_image"].tolist() == _brute_force_ranks(speech, images, utt2img.tolist(), list(range(12)))
+    assert ranks["image_to_speech"].tolist() == _brute_force_ranks(images, speech, list(range(12)), utt2img.tolist())
+    assert curve_from_ranks(ranks["image_to_speech"], max_k=12) == recall_curve(images, speech, torch.arange(12),
+                                                                               utt2img, max_k=12)
+    recalls = retrieval_recall(speech, images, utt2img, ks=(1, 3))
+    assert recalls["speech_to_image"]["r3"] == pytest.approx(float((ranks["speech_to_image"] <= 3).double().mean()))
+    with pytest.raises(ValueError, match="utt2img_index must lie in"):
+        retrieval_ranks(speech, images, utt2img + 1)
 
 
 # ---- keywords ------------------------------------------------------------------------------
