@@ -65,7 +65,12 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
     assert results["num_utterances"] == 24 and results["num_images"] == 12
     assert (exp / "eval_test" / "recall_curves.png").stat().st_size > 0
     assert list((exp / "eval_test").glob("cif_*.png"))
-    assert "RESULTS" in (exp / "RESULTS.md").read_text()
+    combined = (exp / "RESULTS.md").read_text()
+    assert "## Environments" in combined and "- espnet version: `espnet " in combined
+    git_hash = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    if git_hash:  # CI and the README run from a clone: the figures name the commit that made them
+        assert f"- Git hash: `{git_hash.strip()}`" in combined
+    assert combined.index("## Environments") < combined.index("# RESULTS: ")
     problems = (recipe / "dump" / "train" / "problems.txt").read_text()
     assert problems == ""  # the generated corpus is clean
     import open_clip
