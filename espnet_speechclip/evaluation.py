@@ -72,6 +72,21 @@ def cif_fire_times(alpha: np.ndarray, num_fires: int, hop: float, threshold: flo
     return times
 
 
+def r1_by_speaker(ranks: Dict[str, torch.Tensor], speakers: List[str]) -> Dict[str, Dict[str, float]]:
+    """Speech→image R@1 of each embedding over each speaker's utterances:
+    ``{speaker: {"num_utterances": n, <embedding>: R@1, ...}}``, speakers sorted.
+    ``ranks[name][i]`` is the rank of utterance i's image, ``speakers[i]`` its speaker."""
+    if any(len(r) != len(speakers) for r in ranks.values()):
+        raise ValueError(f"r1_by_speaker: {len(speakers)} speakers for ranks of lengths "
+                         f"{sorted({len(r) for r in ranks.values()})}")
+    out: Dict[str, Dict[str, float]] = {}
+    for spk in sorted(set(speakers)):
+        mask = torch.tensor([s == spk for s in speakers])
+        out[spk] = {"num_utterances": int(mask.sum())}
+        out[spk].update({name: float((r[mask] == 1).float().mean()) for name, r in ranks.items()})
+    return out
+
+
 @torch.no_grad()
 def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, device: str = "cpu") -> SpeechOutputs:
     """Run ``model.encode_speech`` over all utterances in length-sorted batches."""
@@ -171,6 +186,15 @@ def evaluate(model, clip: FrozenCLIP, data_dir: str, vocab_pieces: Optional[List
         curves[f"{name}: image→speech"] = curve_from_ranks(ranks["image_to_speech"], max_k)
     results.update(results["branches"][model.retrieval_branch])
     results["retrieval_branch"] = model.retrieval_branch
+    if (data / "utt2spk").is_file():
+        utt2spk = read_kaldi_map(data / "utt2spk")
+        unknown = [u for u in speech.utts if u not in utt2spk]
+        if unknown:
+            logger.warning("%s: %d utterances have no utt2spk entry (e.g. %s): no per-speaker recall",
+                           data / "utt2spk", len(unknown), unknown[0])
+        else:
+            results["speech_to_image_r1_by_speaker"] = r1_by_speaker(
+                speech_to_image_ranks, [utt2spk[u] for u in speech.utts])
     if has_text:
         # The frozen CLIP's own text→image retrieval of the transcripts: the ceiling for speech.
         image_of_text = {text[u]: img_index[utt2img[u]] for u in speech.utts}

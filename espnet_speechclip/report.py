@@ -23,6 +23,25 @@ def _recall_row(name: str, result: Dict[str, float]) -> str:
     return f"|{name}|{_pct(result['r1'])}|{_pct(result['r5'])}|{_pct(result['r10'])}|"
 
 
+MAX_SPEAKER_ROWS = 20  # a test split of a few voices gets a table; a many-speaker split one line
+
+
+def _speaker_lines(by_speaker: Dict[str, Dict[str, float]]) -> list:
+    """Per-speaker speech→image R@1 (``utt2spk``): which voices the model fails on."""
+    if not by_speaker:
+        return []
+    names = [k for k in next(iter(by_speaker.values())) if k != "num_utterances"]
+    lines = ["", "## Speech→image R@1 per speaker", ""]
+    if len(by_speaker) > MAX_SPEAKER_ROWS:
+        per_speaker = sum(v["num_utterances"] for v in by_speaker.values()) / len(by_speaker)
+        return lines + [f"{len(by_speaker)} speakers, {per_speaker:.1f} utterances each on average: more than "
+                        f"{MAX_SPEAKER_ROWS} rows, so the figures are only in `results.json`."]
+    lines += ["|speaker|utterances|" + "|".join(names) + "|", "|---|---|" + "---|" * len(names)]
+    for spk, row in by_speaker.items():
+        lines.append(f"|{spk}|{row['num_utterances']}|" + "|".join(_pct(row[n]) for n in names) + "|")
+    return lines
+
+
 def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optional[str] = None) -> str:
     lines = [f"# RESULTS: {Path(model_dir).name} on {data_dir}", "",
              f"- model: `{model_dir}`" + (f" (config `{config}`)" if config else "")
@@ -51,6 +70,7 @@ def results_markdown(results: Dict, model_dir: str, data_dir: str, config: Optio
             lines.append(f"95 % intervals over {ci['num_resamples']} bootstrap resamples of the images: "
                          f"speech→image R@1 {_pct(s_lo)}-{_pct(s_hi)}, topline {_pct(t_lo)}-{_pct(t_hi)}, "
                          + (f"ratio {ratio[0]:.2f}-{ratio[1]:.2f}." if ratio else "ratio undefined (topline 0)."))
+    lines += _speaker_lines(results.get("speech_to_image_r1_by_speaker", {}))
     if "keyword" in results:
         kw, ch = results["keyword"], results["keyword_chance"]
         lines += ["", "## Keywords (cascaded branch)", "", "|metric|model|chance (random vocabulary tokens)|",

@@ -329,3 +329,23 @@ def test_plot_boundary_f1_by_offset(tmp_path):
                                    evenly_spaced_f1=[0.4, 0.3])
     with pytest.raises(ValueError, match="2 offsets for 3"):
         plot_boundary_f1_by_offset([-0.1, 0.0], [0.45, 0.28, 0.3], 0.29, tmp_path / "bad.png")
+
+
+def test_r1_by_speaker_hand_worked():
+    from espnet_speechclip.evaluation import r1_by_speaker
+    ranks = {"parallel": torch.tensor([1, 2, 1, 1]), "fused": torch.tensor([1, 1, 3, 1])}
+    assert r1_by_speaker(ranks, ["b", "a", "b", "a"]) == {
+        "a": {"num_utterances": 2, "parallel": 0.5, "fused": 1.0},
+        "b": {"num_utterances": 2, "parallel": 1.0, "fused": 0.5}}
+    with pytest.raises(ValueError, match="3 speakers for ranks of lengths \\[4\\]"):
+        r1_by_speaker(ranks, ["a", "b", "a"])
+
+
+def test_per_speaker_report_is_a_table_for_few_voices_and_a_range_for_many():
+    from espnet_speechclip.report import MAX_SPEAKER_ROWS, _speaker_lines
+    few = {"spk1": {"num_utterances": 3, "fused": 2 / 3}, "spk2": {"num_utterances": 1, "fused": 0.0}}
+    assert _speaker_lines(few)[-3:] == ["|---|---|---|", "|spk1|3|66.7|", "|spk2|1|0.0|"]
+    many = {f"s{i:02d}": {"num_utterances": 1 + i % 2, "fused": 0.5} for i in range(MAX_SPEAKER_ROWS + 2)}
+    assert _speaker_lines(many)[-1] == (f"{MAX_SPEAKER_ROWS + 2} speakers, 1.5 utterances each on average: more "
+                                        f"than {MAX_SPEAKER_ROWS} rows, so the figures are only in `results.json`.")
+    assert _speaker_lines({}) == []

@@ -63,6 +63,15 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
         assert ci[key][0] <= value <= ci[key][1], (key, ci[key], value)
     assert "bootstrap resamples of the images" in (exp / "eval_test" / "RESULTS.md").read_text()
     assert results["num_utterances"] == 24 and results["num_images"] == 12
+    # Per test voice: every utterance counted once, and the utterance-weighted mean is the overall R@1.
+    by_speaker = results["speech_to_image_r1_by_speaker"]
+    utt2spk = dict(line.split() for line in (recipe / "dump" / "test" / "utt2spk").read_text().splitlines())
+    assert set(by_speaker) == set(utt2spk.values())
+    assert sum(row["num_utterances"] for row in by_speaker.values()) == 24
+    branch = results["retrieval_branch"]
+    weighted = sum(row["num_utterances"] * row[branch] for row in by_speaker.values()) / 24
+    assert weighted == pytest.approx(results["speech_to_image"]["r1"], abs=1e-9)
+    assert "## Speech→image R@1 per speaker" in (exp / "eval_test" / "RESULTS.md").read_text()
     assert (exp / "eval_test" / "recall_curves.png").stat().st_size > 0
     assert list((exp / "eval_test").glob("cif_*.png"))
     combined = (exp / "RESULTS.md").read_text()
