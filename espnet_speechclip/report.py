@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -26,7 +26,7 @@ def _recall_row(name: str, result: Dict[str, float]) -> str:
 MAX_SPEAKER_ROWS = 20  # a test split of a few voices gets a table; a many-speaker split one line
 
 
-def _speaker_lines(by_speaker: Dict[str, Dict[str, float]]) -> list:
+def _speaker_lines(by_speaker: Dict[str, Dict[str, float]]) -> List[str]:
     """Per-speaker speech→image R@1 (``utt2spk``): which voices the model fails on."""
     if not by_speaker:
         return []

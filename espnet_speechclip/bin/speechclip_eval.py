@@ -6,7 +6,8 @@ Example:
         --output_dir exp/hybrid_plus/eval_test
 
 The data dir needs wav.scp, utt2img, img.scp (and text for zero-shot text retrieval and keywords,
-word_align for CIF boundary F1, utt2spk for speech→image R@1 per speaker). Writes results.json, RESULTS.md, recall_curves.png, cif_*.png.
+word_align for CIF boundary F1, utt2spk for speech→image R@1 per speaker). Writes results.json,
+RESULTS.md, recall_curves.png, cif_*.png.
 """
 import argparse
 import logging
