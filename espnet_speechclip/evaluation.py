@@ -82,8 +82,10 @@ def r1_by_speaker(ranks: Dict[str, torch.Tensor], speakers: List[str]) -> Dict[s
     out: Dict[str, Dict[str, float]] = {}
     for spk in sorted(set(speakers)):
         mask = torch.tensor([s == spk for s in speakers])
-        out[spk] = {"num_utterances": int(mask.sum())}
-        out[spk].update({name: float((r[mask] == 1).float().mean()) for name, r in ranks.items()})
+        count = int(mask.sum())
+        # Counts divided in Python: exact to double precision, as the overall recalls are.
+        out[spk] = {"num_utterances": count}
+        out[spk].update({name: int((r[mask] == 1).sum()) / count for name, r in ranks.items()})
     return out
 
 
