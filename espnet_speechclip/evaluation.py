@@ -79,13 +79,15 @@ def r1_by_speaker(ranks: Dict[str, torch.Tensor], speakers: List[str]) -> Dict[s
     if any(len(r) != len(speakers) for r in ranks.values()):
         raise ValueError(f"r1_by_speaker: {len(speakers)} speakers for ranks of lengths "
                          f"{sorted({len(r) for r in ranks.values()})}")
+    rows: Dict[str, List[int]] = {}
+    for i, spk in enumerate(speakers):
+        rows.setdefault(spk, []).append(i)
     out: Dict[str, Dict[str, float]] = {}
-    for spk in sorted(set(speakers)):
-        mask = torch.tensor([s == spk for s in speakers])
-        count = int(mask.sum())
+    for spk in sorted(rows):
+        index = torch.tensor(rows[spk])
         # Counts divided in Python: exact to double precision, as the overall recalls are.
-        out[spk] = {"num_utterances": count}
-        out[spk].update({name: int((r[mask] == 1).sum()) / count for name, r in ranks.items()})
+        out[spk] = {"num_utterances": len(rows[spk])}
+        out[spk].update({name: int((r[index] == 1).sum()) / len(rows[spk]) for name, r in ranks.items()})
     return out
 
 

@@ -341,7 +341,7 @@ def test_r1_by_speaker_hand_worked():
         r1_by_speaker(ranks, ["a", "b", "a"])
 
 
-def test_per_speaker_report_is_a_table_for_few_voices_and_a_range_for_many():
+def test_per_speaker_report_is_a_table_for_few_voices_and_one_line_for_many():
     from espnet_speechclip.report import MAX_SPEAKER_ROWS, _speaker_lines
     few = {"spk1": {"num_utterances": 3, "fused": 2 / 3}, "spk2": {"num_utterances": 1, "fused": 0.0}}
     assert _speaker_lines(few)[-3:] == ["|---|---|---|", "|spk1|3|66.7|", "|spk2|1|0.0|"]
