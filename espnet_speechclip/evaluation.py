@@ -85,9 +85,8 @@ def r1_by_speaker(ranks: Dict[str, torch.Tensor], speakers: List[str]) -> Dict[s
     out: Dict[str, Dict[str, float]] = {}
     for spk in sorted(rows):
         index = torch.tensor(rows[spk])
-        # Counts divided in Python: exact to double precision, as the overall recalls are.
         out[spk] = {"num_utterances": len(rows[spk])}
-        out[spk].update({name: int((r[index] == 1).sum()) / len(rows[spk]) for name, r in ranks.items()})
+        out[spk].update({name: recall_from_ranks(r[index], ks=(1,))["r1"] for name, r in ranks.items()})
     return out
 
 
