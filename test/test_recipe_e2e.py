@@ -80,6 +80,12 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
     if git_hash:  # CI and the README run from a clone: the figures name the commit that made them
         assert f"- Git hash: `{git_hash.strip()}`" in combined
     assert combined.index("## Environments") < combined.index("# RESULTS: ")
+    # dev, dev_unseen (voices in neither train nor test), test: in that order, each evaluated.
+    sections = [combined.index(f"# RESULTS: speechclip_tiny on dump/{split}\n") for split in ("dev", "dev_unseen", "test")]
+    assert sections == sorted(sections)
+    unseen = json.loads((exp / "eval_dev_unseen" / "results.json").read_text())
+    assert unseen["num_utterances"] == 20 and unseen["num_images"] == 10
+    assert not set(unseen["speech_to_image_r1_by_speaker"]) & set(utt2spk.values())
     problems = (recipe / "dump" / "train" / "problems.txt").read_text()
     assert problems == ""  # the generated corpus is clean
     import open_clip

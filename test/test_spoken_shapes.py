@@ -23,12 +23,13 @@ from espnet_speechclip.data.spoken_shapes import (
     SMALL_SIZES,
     TEST_VARIANTS,
     TRAIN_VARIANTS,
+    DEV_UNSEEN_VARIANTS,
     prepare_spoken_shapes,
     unknown_variants,
     sample_scene,
 )
 
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "dev_unseen")
 needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None,
                                   reason="libespeak-ng1 not installed")
 
@@ -69,7 +70,7 @@ def test_align_words_handles_espeak_quirks():
 @needs_espeak
 def test_corpus_counts_and_formats(corpus):
     corpus_dir, data_dir, counts = corpus
-    for split, key in zip(SPLITS, ("num_train", "num_dev", "num_test")):
+    for split, key in zip(SPLITS, ("num_train", "num_dev", "num_test", "num_dev_unseen")):
         validate_data_dir(data_dir / split)
         img_scp, utt2img = _maps(data_dir, split, "img.scp"), _maps(data_dir, split, "utt2img")
         assert len(img_scp) == counts[split]["images"] == SMALL_SIZES[key]
@@ -91,6 +92,9 @@ def test_test_speakers_never_in_train(corpus):
     _, data_dir, _ = corpus
     spk = {s: set(_maps(data_dir, s, "utt2spk").values()) for s in SPLITS}
     assert not spk["test"] & (spk["train"] | spk["dev"])
+    # dev_unseen: the test condition for a dev split, voices in neither train nor test.
+    assert not spk["dev_unseen"] & (spk["train"] | spk["dev"] | spk["test"])
+    assert {s.split("_")[1] for s in spk["dev_unseen"]} <= set(DEV_UNSEEN_VARIANTS)
     # Not only new ids: test voices use variants (timbres) that train never uses.
     assert {s.split("_")[1] for s in spk["test"]} <= set(TEST_VARIANTS)
     assert {s.split("_")[1] for s in spk["train"]} <= set(TRAIN_VARIANTS)
@@ -107,9 +111,10 @@ def test_every_voice_variant_is_one_espeak_knows():
     the plain voice and from every other variant, and train and test must not share one."""
     from espnet_speechclip.data.espeak_tts import synthesize
 
-    assert not set(TRAIN_VARIANTS) & set(TEST_VARIANTS)
+    inventories = (TRAIN_VARIANTS, TEST_VARIANTS, DEV_UNSEEN_VARIANTS)
+    assert sum(map(len, inventories)) == len(set().union(*inventories))
     sounds = {}
-    for variant in (None,) + TRAIN_VARIANTS + TEST_VARIANTS:
+    for variant in (None,) + TRAIN_VARIANTS + TEST_VARIANTS + DEV_UNSEEN_VARIANTS:
         audio, _ = synthesize("red star", "en" if variant is None else f"en+{variant}", 160, 50, 0)
         sounds.setdefault(audio.tobytes(), []).append(variant)
     assert [names for names in sounds.values() if len(names) > 1] == []
@@ -196,7 +201,7 @@ def test_word_starts_sit_on_acoustic_boundaries(corpus):
 def test_deterministic_for_a_seed_whatever_nj(tmp_path):
     # espeak keeps hidden state between utterances; the generator must not leak it into the
     # output, whichever worker synthesises which utterance in which order.
-    tiny = {"num_train": 4, "num_dev": 2, "num_test": 3}
+    tiny = {"num_train": 4, "num_dev": 2, "num_test": 3, "num_dev_unseen": 2}
     runs = [tmp_path / "nj1", tmp_path / "nj2"]
     for run, nj in zip(runs, (1, 2)):
         prepare_spoken_shapes(run / "corpus", run / "data", **tiny, nj=nj, seed=0)
@@ -274,10 +279,34 @@ def test_resample_matches_band_limited_reference():
 
 
 @needs_espeak
-def test_train_captions_per_image_changes_the_train_split_only(tmp_path):
+def test_dev_unseen_leaves_the_other_splits_as_they_were(tmp_path):
+    """dev_unseen draws from its own random stream after the others: with or without it, train,
+    dev and test hold the same images, captions, voices and audio."""
     tiny = {"num_train": 3, "num_dev": 2, "num_test": 2}
+    runs = [tmp_path / "without", tmp_path / "with"]
+    counts = [prepare_spoken_shapes(run / "corpus", run / "data", **tiny, num_dev_unseen=n, nj=1)
+              for run, n in zip(runs, (0, 3))]
+    assert "dev_unseen" not in counts[0] and not (runs[0] / "data" / "dev_unseen").exists()
+    assert counts[1]["dev_unseen"]["images"] == 3
+    for split in ("train", "dev", "test"):
+        assert counts[0][split] == counts[1][split]
+        for name in ("text", "utt2spk", "utt2img", "word_align"):
+            assert (runs[0] / "data" / split / name).read_text() == (runs[1] / "data" / split / name).read_text()
+        for utt in sorted(_maps(runs[0] / "data", split, "text")):
+            wa, wb = (r / "corpus" / "wav" / split / f"{utt}.wav" for r in runs)
+            assert wa.read_bytes() == wb.read_bytes(), utt
+        images = [r / "corpus" / "images" / split for r in runs]
+        assert [p.read_bytes() for p in sorted(images[0].iterdir())] == \
+            [p.read_bytes() for p in sorted(images[1].iterdir())]
+    train_captions = set(_maps(runs[1] / "data", "train", "text").values())
+    assert not train_captions & set(_maps(runs[1] / "data", "dev_unseen", "text").values())
+
+
+@needs_espeak
+def test_train_captions_per_image_changes_the_train_split_only(tmp_path):
+    tiny = {"num_train": 3, "num_dev": 2, "num_test": 2, "num_dev_unseen": 2}
     counts = prepare_spoken_shapes(tmp_path / "corpus", tmp_path / "data", **tiny, train_captions_per_image=3)
-    assert [counts[s]["utterances"] for s in SPLITS] == [9, 4, 4]
+    assert [counts[s]["utterances"] for s in SPLITS] == [9, 4, 4, 4]
     utt2img, utt2spk = _maps(tmp_path / "data", "train", "utt2img"), _maps(tmp_path / "data", "train", "utt2spk")
     for img in set(utt2img.values()):
         speakers = [utt2spk[u] for u, i in utt2img.items() if i == img]

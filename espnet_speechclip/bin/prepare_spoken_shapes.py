@@ -8,9 +8,9 @@ Example::
 
     python -m espnet_speechclip.bin.prepare_spoken_shapes \\
         --corpus_dir downloads/spoken_shapes --data_dir data --nj 2
-    # -> data/{train,dev,test}/{wav.scp,text,utt2img,img.scp,utt2spk,spk2utt,word_align}
+    # -> data/{train,dev,test,dev_unseen}/{wav.scp,text,utt2img,img.scp,utt2spk,spk2utt,word_align}
 
-``--small`` makes a tiny corpus (40 / 10 / 12 images) for smoke tests.
+``--small`` makes a tiny corpus (40 / 10 / 12 / 10 images) for smoke tests.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from espnet_speechclip.data.spoken_shapes import SMALL_SIZES, prepare_spoken_sha
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """Command-line options; defaults are the full corpus (3000 / 150 / 250 images)."""
+    """Command-line options; defaults are the full corpus (3000 / 150 / 250 / 150 images)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus_dir", required=True, help="where images/ and wav/ are written")
@@ -32,6 +32,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_train", type=int, default=3000, help="train images")
     parser.add_argument("--num_dev", type=int, default=150, help="dev images")
     parser.add_argument("--num_test", type=int, default=250, help="test images")
+    parser.add_argument("--num_dev_unseen", type=int, default=150,
+                        help="images of dev_unseen, a dev split spoken by voices in neither train nor test "
+                             "(0: no such split)")
     parser.add_argument("--captions_per_image", type=int, default=2,
                         help="spoken captions per image, each by a different speaker")
     parser.add_argument("--train_captions_per_image", type=int, default=None,
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     sizes = dict(SMALL_SIZES) if args.small else {
-        "num_train": args.num_train, "num_dev": args.num_dev, "num_test": args.num_test}
+        "num_train": args.num_train, "num_dev": args.num_dev, "num_test": args.num_test,
+        "num_dev_unseen": args.num_dev_unseen}
     start = time.perf_counter()
     counts = prepare_spoken_shapes(args.corpus_dir, args.data_dir, **sizes,
                                    captions_per_image=args.captions_per_image,

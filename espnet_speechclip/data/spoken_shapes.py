@@ -13,7 +13,7 @@ corpus, so no caption is shared between splits.
 
 Speech comes from espeak-ng's C library (:mod:`espeak_tts`): 8 English accents x voice variants,
 rate and pitch drawn per utterance. Test speakers use voice variants never heard in train or dev;
-accents are shared. ``word_align`` holds each word's start as espeak reports it (the sample where
+accents are shared. ``dev_unseen`` is a second dev split whose voices are in neither train nor test. ``word_align`` holds each word's start as espeak reports it (the sample where
 the word's first segment begins); a word ends where the next begins, the last one where espeak's
 final pause begins; every file keeps exactly ``PAD_S`` of silence at both ends.
 """
@@ -35,7 +35,7 @@ from espnet_speechclip.data.kaldi_dir import validate_data_dir, write_data_dir
 
 logger = logging.getLogger(__name__)
 
-SMALL_SIZES = {"num_train": 40, "num_dev": 10, "num_test": 12}
+SMALL_SIZES = {"num_train": 40, "num_dev": 10, "num_test": 12, "num_dev_unseen": 10}
 IMAGE_SIZE, DRAW_SCALE = 96, 4  # drawn at 4x and downsampled: anti-aliased edges
 COLOURS = {"red": (220, 35, 35), "green": (35, 160, 55), "blue": (35, 75, 225),
            "yellow": (235, 195, 10), "purple": (140, 45, 175), "black": (25, 25, 25)}
@@ -73,7 +73,17 @@ _CORE_SPEAKERS = tuple(f"{a}_{CORE_VARIANTS[(3 * i + j) % len(CORE_VARIANTS)]}"
 TRAIN_SPEAKERS = _CORE_SPEAKERS + tuple(f"{a}_{v}" for a in ACCENTS for v in TRAIN_VARIANTS
                                         if f"{a}_{v}" not in _CORE_SPEAKERS)  # 584 speakers
 TEST_SPEAKERS = tuple(f"{a}_{TEST_VARIANTS[i % len(TEST_VARIANTS)]}" for i, a in enumerate(ACCENTS))
-SPLIT_SPEAKERS = {"train": TRAIN_SPEAKERS, "dev": TRAIN_SPEAKERS, "test": TEST_SPEAKERS}
+# dev_unseen: a dev-sized split in the test condition, one voice per accent as in test, with the one
+# human-sounding variant neither train nor test uses. Left out: klatt6 (sounds exactly like the train
+# variant klatt) and kaukovalta (first formant at 40 %: the default model's speech->image R@1 fell to
+# 7 % with it, against 36 % with announcer; a stress test, not the test condition).
+DEV_UNSEEN_VARIANTS = ("announcer",)
+DEV_UNSEEN_SPEAKERS = tuple(f"{a}_{v}" for a in ACCENTS for v in DEV_UNSEEN_VARIANTS)
+SPLIT_SPEAKERS = {"train": TRAIN_SPEAKERS, "dev": TRAIN_SPEAKERS, "test": TEST_SPEAKERS,
+                  "dev_unseen": DEV_UNSEEN_SPEAKERS}
+# dev_unseen came after train / dev / test were fixed: it draws from its own random stream, after
+# them, so adding it left their images, captions and audio exactly as they were.
+OWN_STREAM_SPLITS = {"dev_unseen": 1}
 RATE_WPM, PITCH = (130, 200), (30, 70)  # drawn uniformly per utterance
 PAD_S = 0.1  # silence kept before the first and after the last voiced sample
 
@@ -187,7 +197,8 @@ def unknown_variants(variants: list[str]) -> list[str]:
 
 
 def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_train: int = 3000,
-                          num_dev: int = 150, num_test: int = 250, captions_per_image: int = 2,
+                          num_dev: int = 150, num_test: int = 250, num_dev_unseen: int = 150,
+                          captions_per_image: int = 2,
                           train_captions_per_image: int | None = None, seed: int = 0,
                           nj: int = 2) -> dict[str, dict[str, float]]:
     """Generate SpokenShapes and write Kaldi-style dirs ``data_dir/{train,dev,test}``.
@@ -197,16 +208,21 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
     ``<speaker>-<split>_<image index>_<n>``. Deterministic for a given ``seed`` and any ``nj``.
     ``train_captions_per_image`` (default: ``captions_per_image``) sets the train split's count
     alone, so dev and test stay comparable while train hears each image in more voices.
+    ``num_dev_unseen`` = 0 leaves the ``dev_unseen`` split out.
     Returns ``{split: {"images", "utterances", "seconds"}}``.
     """
     corpus_dir, data_dir = Path(corpus_dir).absolute(), Path(data_dir)
     rng = np.random.default_rng(seed)
     sizes, used = {"train": num_train, "dev": num_dev, "test": num_test}, set()
+    if num_dev_unseen > 0:
+        sizes["dev_unseen"] = num_dev_unseen
     jobs, drawings, meta = [], [], {}
     per_split = {split: captions_per_image for split in sizes}
     if train_captions_per_image is not None:
         per_split["train"] = train_captions_per_image
     for split, num in sizes.items():
+        if split in OWN_STREAM_SPLITS:
+            rng = np.random.default_rng([seed, OWN_STREAM_SPLITS[split]])
         if not 1 <= per_split[split] <= len(SPLIT_SPEAKERS[split]):
             raise ValueError(f"{per_split[split]} captions per image in {split}: it has "
                              f"{len(SPLIT_SPEAKERS[split])} speakers (need 1..that many)")
