@@ -81,7 +81,8 @@ def test_stages_1_to_5_then_rerun_is_a_no_op(recipe):
         assert f"- Git hash: `{git_hash.strip()}`" in combined
     assert combined.index("## Environments") < combined.index("# RESULTS: ")
     # dev, dev_unseen (voices in neither train nor test), test: in that order, each evaluated.
-    sections = [combined.index(f"# RESULTS: speechclip_tiny on dump/{split}\n") for split in ("dev", "dev_unseen", "test")]
+    sections = [combined.index(f"# RESULTS: speechclip_tiny on dump/{split}\n")
+                for split in ("dev", "dev_unseen", "test")]
     assert sections == sorted(sections)
     unseen = json.loads((exp / "eval_dev_unseen" / "results.json").read_text())
     assert unseen["num_utterances"] == 20 and unseen["num_images"] == 10

@@ -13,9 +13,10 @@ corpus, so no caption is shared between splits.
 
 Speech comes from espeak-ng's C library (:mod:`espeak_tts`): 8 English accents x voice variants,
 rate and pitch drawn per utterance. Test speakers use voice variants never heard in train or dev;
-accents are shared. ``dev_unseen`` is a second dev split whose voices are in neither train nor test. ``word_align`` holds each word's start as espeak reports it (the sample where
-the word's first segment begins); a word ends where the next begins, the last one where espeak's
-final pause begins; every file keeps exactly ``PAD_S`` of silence at both ends.
+accents are shared. ``dev_unseen`` is a second dev split whose voices are in neither train nor test.
+``word_align`` holds each word's start as espeak reports it (the sample where the word's first
+segment begins); a word ends where the next begins, the last one where espeak's final pause begins;
+every file keeps exactly ``PAD_S`` of silence at both ends.
 """
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ def prepare_spoken_shapes(corpus_dir: str | Path, data_dir: str | Path, *, num_t
                           captions_per_image: int = 2,
                           train_captions_per_image: int | None = None, seed: int = 0,
                           nj: int = 2) -> dict[str, dict[str, float]]:
-    """Generate SpokenShapes and write Kaldi-style dirs ``data_dir/{train,dev,test}``.
+    """Generate SpokenShapes and write Kaldi-style dirs ``data_dir/{train,dev,test,dev_unseen}``.
 
     Images go to ``corpus_dir/images/<split>/<imgid>.png``, audio to
     ``corpus_dir/wav/<split>/<utt>.wav`` (16 kHz, 16-bit mono). Utterance ids are
