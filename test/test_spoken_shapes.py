@@ -108,7 +108,7 @@ def test_test_speakers_never_in_train(corpus):
 def test_every_voice_variant_is_one_espeak_knows():
     """espeak-ng falls back to its plain voice for an unknown variant name without an error, so a
     misspelt variant would silently shrink the voice inventory: each must sound different from
-    the plain voice and from every other variant, and train and test must not share one."""
+    the plain voice and from every other variant, and no two of train, test and dev_unseen may share one."""
     from espnet_speechclip.data.espeak_tts import synthesize
 
     inventories = (TRAIN_VARIANTS, TEST_VARIANTS, DEV_UNSEEN_VARIANTS)
