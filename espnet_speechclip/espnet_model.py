@@ -22,6 +22,7 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
+from espnet_speechclip.boundary_prior import AcousticBoundaryPrior
 from espnet_speechclip.branches.abs_branch import AbsBranch
 from espnet_speechclip.distributed import gather_with_grad
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
@@ -41,12 +42,15 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
             ``encode_speech`` returns as "embedding" and validation selects models on; a model
             with one branch retrieves with that one (with a warning if another was asked for).
         fusion_weight: λ, the cascaded branch's share of the fused embedding.
+        boundary_prior: optional extra loss on the CIF weights α (boundary_prior.py; not in
+            the papers), added to L with its own weight.
     """
 
     def __init__(self, upstream: AbsFrontend, specaug: Optional[AbsSpecAug], encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
                  cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
-                 retrieval_branch: str = "parallel", fusion_weight: float = 0.5):
+                 retrieval_branch: str = "parallel", fusion_weight: float = 0.5,
+                 boundary_prior: Optional[AcousticBoundaryPrior] = None):
         super().__init__()
         if parallel is None and cascaded is None:
             raise ValueError("at least one of the parallel and cascaded branches is needed")
@@ -71,6 +75,9 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         self.quantity_weight = quantity_weight
         self.retrieval_branch = retrieval_branch
         self.fusion_weight = fusion_weight
+        if boundary_prior is not None and cascaded is None:
+            raise ValueError("a boundary prior trains the CIF weights: it needs a cascaded branch with segmenter: cif")
+        self.boundary_prior = boundary_prior
 
     def branches(self) -> Dict[str, AbsBranch]:
         return {name: b for name, b in (("parallel", self.parallel), ("cascaded", self.cascaded)) if b is not None}
@@ -152,6 +159,13 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         if "quantity_loss" in cascaded:
             loss = loss + self.quantity_weight * cascaded["quantity_loss"]
             stats["loss_quantity"] = cascaded["quantity_loss"].detach()
+        if self.boundary_prior is not None:
+            if "alpha" not in cascaded:
+                raise ValueError("a boundary prior needs CIF weights: use segmenter: cif")
+            boundary_loss = self.boundary_prior(speech, speech_lengths[:batch], cascaded["alpha"],
+                                                out["frame_lengths"], cascaded["target_lengths"])
+            loss = loss + boundary_loss
+            stats["loss_boundary"] = boundary_loss.detach()
         if "keyword_lengths" in cascaded:
             stats["keywords_per_utt"] = cascaded["keyword_lengths"].float().mean()
         stats["loss"] = loss.detach()

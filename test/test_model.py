@@ -171,3 +171,18 @@ def test_fused_retrieval_embedding_weighs_the_unit_branch_embeddings(hubert_ckpt
     # A branch dropped from a shared config: retrieval falls back to the branch the model has.
     single = ESPnetSpeechCLIPModel(*parts, model.parallel, None, retrieval_branch="fused")
     assert single.embedding_names() == ["parallel"] and single.retrieval_branch == "parallel"
+
+
+
+def test_detached_weight_input_keeps_alpha_losses_out_of_the_frames():
+    """detach_weight_input: the quantity loss trains the weight predictor but sends nothing into
+    the local frames; without it, it does (the default, as SpeechCLIP+)."""
+    torch.manual_seed(0)
+    frames, lengths = torch.randn(2, 30, 16), torch.tensor([30, 21])
+    for detach in (False, True):
+        segmenter = CIFSegmenter(16, 8, attention_heads=2, linear_units=32, dropout_rate=0.0, target_ratio=0.2,
+                                 integrate_from="local", weights_from="local", detach_weight_input=detach)
+        local = torch.randn(2, 30, 16, requires_grad=True)
+        segmenter(frames, lengths, local_frames=local)["quantity_loss"].backward()
+        assert (local.grad is None) == detach
+        assert segmenter.weight_predictor.proj.weight.grad.abs().sum() > 0

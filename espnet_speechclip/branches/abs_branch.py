@@ -26,7 +26,7 @@ class AbsBranch(nn.Module, ABC):
 
 class AbsSegmenter(nn.Module, ABC):
     """frames (B, T, D) -> keyword vectors (B, N, W), counts (B,), and whatever the segmenter reports
-    ("alpha", "fire_frames", "quantity_loss" for CIF)."""
+    ("alpha", "fire_frames", "quantity_loss", "target_lengths" for CIF)."""
 
     @abstractmethod
     def output_size(self) -> int:

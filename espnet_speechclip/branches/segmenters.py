@@ -53,7 +53,8 @@ class CLSKeywordSegmenter(AbsSegmenter):
 
 class CIFSegmenter(AbsSegmenter):
     """Args: input_size D, token_width W, target_ratio (SpeechCLIP+: 0.05 segments per frame),
-    max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from, weights_from.
+    max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from, weights_from,
+    detach_weight_input (False).
 
     ``integrate_from`` picks what the segments are made of and ``weights_from`` what α is
     predicted from. "context" (SpeechCLIP+, both): the frames after the self-attention layer.
@@ -62,12 +63,17 @@ class CIFSegmenter(AbsSegmenter):
     nothing rewards firing at word ends; with local frames a segment holds only what lies
     between its firings. A contextual α can still fire at a steady rate (it can count frames);
     a local α sees ~0.2 s of sound, so it can only fire on acoustic events.
+
+    ``detach_weight_input`` (not in SpeechCLIP+) lets no gradient from α into the frames it is
+    predicted from: the losses on α (quantity, a boundary prior, the cascaded loss through the
+    segment weights) then train the weight predictor alone, and the encoder only through what
+    the segments hold.
     """
 
     def __init__(self, input_size: int, token_width: int, attention_heads: int = 8, linear_units: int = 3072,
                  dropout_rate: float = 0.1, target_ratio: float = 0.05, max_segments: int = 75,
                  threshold: float = 1.0, tail_threshold: float = 0.5, integrate_from: str = "context",
-                 weights_from: str = "context"):
+                 weights_from: str = "context", detach_weight_input: bool = False):
         super().__init__()
         for name, value in (("integrate_from", integrate_from), ("weights_from", weights_from)):
             if value not in ("context", "local"):
@@ -77,6 +83,7 @@ class CIFSegmenter(AbsSegmenter):
         self.layer = nn.TransformerEncoderLayer(input_size, attention_heads, linear_units, dropout_rate,
                                                 activation="gelu", batch_first=True)
         self.weight_predictor = CIFWeightPredictor(input_size)
+        self.detach_weight_input = detach_weight_input
         self.proj = nn.Linear(input_size, token_width)
         self.token_width = token_width
         self.target_ratio = target_ratio
@@ -90,14 +97,18 @@ class CIFSegmenter(AbsSegmenter):
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
                 local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """frames (B, T, D) -> {"keywords" (B, N, W), "keyword_lengths" (B,), "alpha" (B, T),
-        "fire_frames" (B, N), "quantity_loss" ()}; local_frames (B, T, D) for integrate_from local."""
+        "fire_frames" (B, N), "quantity_loss" (), "target_lengths" (B,) = S};
+        local_frames (B, T, D) for integrate_from/weights_from local."""
         x = self.layer(frames, src_key_padding_mask=padding_mask(lengths, frames.size(1)))
         if "local" in (self.integrate_from, self.weights_from) and (
                 local_frames is None or local_frames.shape != frames.shape):
             raise ValueError("CIF integrate_from/weights_from 'local' needs local_frames shaped like the "
                              f"frames {tuple(frames.shape)}, got "
                              f"{None if local_frames is None else tuple(local_frames.shape)}")
-        alpha = self.weight_predictor(local_frames if self.weights_from == "local" else x, lengths)  # (B, T)
+        weight_input = local_frames if self.weights_from == "local" else x
+        if self.detach_weight_input:
+            weight_input = weight_input.detach()
+        alpha = self.weight_predictor(weight_input, lengths)  # (B, T)
         target = target_lengths_from_frames(lengths, self.target_ratio, self.max_segments)
         q_loss = quantity_loss(alpha, target)
         fire_alpha = scale_to_target(alpha, target) if self.training else alpha
@@ -109,4 +120,4 @@ class CIFSegmenter(AbsSegmenter):
             segments, fire_frames = segments[:, : self.max_segments], fire_frames[:, : self.max_segments]
             counts = counts.clamp(max=self.max_segments)
         return {"keywords": self.proj(segments), "keyword_lengths": counts, "alpha": alpha,
-                "fire_frames": fire_frames, "quantity_loss": q_loss}
+                "fire_frames": fire_frames, "quantity_loss": q_loss, "target_lengths": target}

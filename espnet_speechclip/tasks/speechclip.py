@@ -3,7 +3,8 @@
 Slots (each a ``ClassChoices``, so ``--<slot> <choice> --<slot>_conf {...}`` on the command line or
 in YAML): ``upstream`` (s3prl), ``encoder`` (optional ESPnet encoder), ``parallel`` (optional
 parallel branch), ``segmenter`` (optional: ``cls`` = cascaded SpeechCLIP, ``cif`` = cascaded
-SpeechCLIP+), ``model``. Training data: ``speech`` (sound) and ``image_feats`` (npy, frozen CLIP
+SpeechCLIP+), ``boundary_prior`` (optional: ``acoustic`` pseudo-boundaries for the CIF weights),
+``model``. Training data: ``speech`` (sound) and ``image_feats`` (npy, frozen CLIP
 image embeddings written by stage 3).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import int_or_none, str_or_none
 from typeguard import typechecked
 
+from espnet_speechclip.boundary_prior import AcousticBoundaryPrior
 from espnet_speechclip.branches.abs_branch import AbsBranch, AbsSegmenter
 from espnet_speechclip.branches.cascaded import CascadedBranch
 from espnet_speechclip.branches.parallel import ParallelBranch
@@ -53,6 +55,8 @@ parallel_choices = ClassChoices("parallel", classes=dict(parallel=ParallelBranch
                                 default=None, optional=True)
 segmenter_choices = ClassChoices("segmenter", classes=dict(cls=CLSKeywordSegmenter, cif=CIFSegmenter),
                                  type_check=AbsSegmenter, default=None, optional=True)
+boundary_prior_choices = ClassChoices("boundary_prior", classes=dict(acoustic=AcousticBoundaryPrior),
+                                      type_check=AcousticBoundaryPrior, default=None, optional=True)
 model_choices = ClassChoices("model", classes=dict(speechclip=ESPnetSpeechCLIPModel),
                              type_check=AbsESPnetModel, default="speechclip")
 
@@ -69,7 +73,8 @@ def read_vocab(path: str) -> torch.Tensor:
 
 class SpeechCLIPTask(AbsTask):
     num_optimizers: int = 1
-    class_choices_list = [upstream_choices, specaug_choices, encoder_choices, parallel_choices, segmenter_choices, model_choices]
+    class_choices_list = [upstream_choices, specaug_choices, encoder_choices, parallel_choices, segmenter_choices,
+                          boundary_prior_choices, model_choices]
     trainer = SpeechCLIPTrainer
 
     @classmethod
@@ -157,6 +162,12 @@ class SpeechCLIPTask(AbsTask):
                               **args.vq_conf)
             cascaded = CascadedBranch(segmenter, bridge, clip)
 
-        # 6. The model.
+        # 6. Optional pseudo-boundary loss on the CIF weights (not in the papers), then the model.
+        boundary_prior = None
+        if args.boundary_prior is not None:
+            if args.segmenter != "cif":
+                raise ValueError(f"boundary_prior: {args.boundary_prior} trains CIF weights, but segmenter is "
+                                 f"{args.segmenter!r}; use segmenter: cif")
+            boundary_prior = boundary_prior_choices.get_class(args.boundary_prior)(**args.boundary_prior_conf)
         return model_choices.get_class(args.model)(upstream=upstream, specaug=specaug, encoder=encoder, parallel=parallel,
-                                                   cascaded=cascaded, **args.model_conf)
+                                                   cascaded=cascaded, boundary_prior=boundary_prior, **args.model_conf)
