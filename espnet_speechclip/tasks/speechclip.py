@@ -169,5 +169,6 @@ class SpeechCLIPTask(AbsTask):
                 raise ValueError(f"boundary_prior: {args.boundary_prior} trains CIF weights, but segmenter is "
                                  f"{args.segmenter!r}; use segmenter: cif")
             boundary_prior = boundary_prior_choices.get_class(args.boundary_prior)(**args.boundary_prior_conf)
-        return model_choices.get_class(args.model)(upstream=upstream, specaug=specaug, encoder=encoder, parallel=parallel,
-                                                   cascaded=cascaded, boundary_prior=boundary_prior, **args.model_conf)
+        return model_choices.get_class(args.model)(upstream=upstream, specaug=specaug, encoder=encoder,
+                                                   parallel=parallel, cascaded=cascaded,
+                                                   boundary_prior=boundary_prior, **args.model_conf)
