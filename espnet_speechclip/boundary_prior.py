@@ -22,7 +22,8 @@ frame that ends nearest to it, y_i = 1 there and 0 elsewhere, and
 
 A spike of α ≈ 1 on each boundary frame and ≈ 0 elsewhere makes the running sum cross each
 integer there, so CIF then fires on the pseudo-boundaries. On the SpokenShapes dev split these
-pseudo-boundaries alone score word boundary F1 ~50 (±50 ms) against ~29 for random times.
+pseudo-boundaries alone score word boundary F1 53.9 (±50 ms) at the 20 ms log-mel rate and
+47-48 once moved to the encoder's 40 ms frames, against ~29 for random times.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+
+from espnet_speechclip.branches.abs_branch import padding_mask
 
 SAMPLE_RATE = 16000
 
@@ -67,7 +70,7 @@ class AcousticBoundaryPrior(nn.Module):
             speech = F.pad(speech, (0, self.melspec.win_length - speech.size(1)))
         feats = torch.log(self.melspec(speech.float()) + 1e-6).transpose(1, 2)  # (B, T, F)
         lengths = ((speech_lengths - self.melspec.win_length) // self.hop + 1).clamp(min=1, max=feats.size(1))
-        valid = (torch.arange(feats.size(1), device=feats.device)[None, :] < lengths[:, None])[..., None]
+        valid = ~padding_mask(lengths, feats.size(1))[..., None]
         count = lengths[:, None, None].to(feats.dtype)
         mean = (feats * valid).sum(1, keepdim=True) / count
         std = (((feats - mean) ** 2 * valid).sum(1, keepdim=True) / count).sqrt().clamp(min=1e-5)
@@ -78,7 +81,7 @@ class AcousticBoundaryPrior(nn.Module):
         """(B, T, F), (B,) -> s (B, T), s[:, t] scoring a boundary before frame t; -inf where none can be."""
         change = (feats[:, 1:] - feats[:, :-1]).norm(dim=-1)  # (B, T-1): between t-1 and t
         energy_dip = -feats.mean(dim=-1)[:, :-1]  # (B, T-1): the energy of frame t-1
-        valid = torch.arange(change.size(1), device=feats.device)[None, :] < (lengths[:, None] - 1)
+        valid = ~padding_mask(lengths - 1, change.size(1))
         score = _standardise(change, valid) + self.energy_weight * _standardise(energy_dip, valid)
         score = F.pad(score, (1, 0))  # no boundary before the first frame
         return score.masked_fill(~F.pad(valid, (1, 0)), float("-inf"))
@@ -122,7 +125,7 @@ class AcousticBoundaryPrior(nn.Module):
             raise ValueError(f"boundary prior: alpha must be (B, T') for speech {tuple(speech.shape)}, "
                              f"got {tuple(alpha.shape)}")
         y = self.targets(speech, speech_lengths, frame_lengths, alpha.size(1), counts)
-        valid = torch.arange(alpha.size(1), device=alpha.device)[None, :] < frame_lengths[:, None]
+        valid = ~padding_mask(frame_lengths, alpha.size(1))
         bce = F.binary_cross_entropy(alpha.clamp(1e-6, 1 - 1e-6), y, reduction="none")
         return self.weight * (bce * valid).sum() / valid.sum().clamp(min=1)
 
