@@ -182,6 +182,50 @@ class _AddWeightedRows(torch.autograd.Function):
         return grad_frames, grad_weight, grad_extra_weight, None, None, None, None
 
 
+def uniform_within_segments(alpha: torch.Tensor, lengths: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
+    """α̃: weights that fire where α fires but spread each segment's mass evenly over its span.
+
+    Not in SpeechCLIP+. CIF weighs frame t by α_t inside its segment, so when α is a train of
+    spikes on word ends (as a boundary prior makes it) a segment is little more than its last
+    frame. With τ_n the fractional frame position at which the running sum C of α reaches nβ
+    (frame t spanning [t, t+1], τ_n = t + (nβ − C_{t−1}) / α_t), and L the valid frames,
+
+        C̃ = the piecewise-linear function through (0, 0), (τ_1, β), …, (τ_F, Fβ), (L, Σα),
+        α̃_t = C̃(t + 1) − C̃(t),
+
+    so CIF over α̃ fires in the same frames at the same fractions, keeps the same tail, and
+    segment n is the plain mean of the frames (and frame parts) between τ_{n−1} and τ_n.
+    Differentiable in α through the τ_n and Σα. alpha (B, T), zero beyond lengths (B,).
+    """
+    batch, num_frames = alpha.shape
+    valid = torch.arange(num_frames, device=alpha.device)[None, :] < lengths[:, None]
+    alpha64 = alpha.to(torch.float64).masked_fill(~valid, 0.0)
+    csum = alpha64.cumsum(dim=1)
+    total = csum[:, -1] if num_frames > 0 else alpha64.new_zeros(batch)
+    with torch.no_grad():
+        full = torch.floor(total / threshold).long()
+    max_full = int(full.max().item()) if batch > 0 else 0
+    index = torch.arange(1, max_full + 1, device=alpha.device)
+    reached = (index[None, :] * threshold).to(torch.float64).expand(batch, -1).contiguous()  # (B, F)
+    fired = index[None, :] <= full[:, None]
+    with torch.no_grad():
+        frame = torch.searchsorted(csum.contiguous(), reached).clamp(max=max(num_frames - 1, 0))
+    before = (csum - alpha64).gather(1, frame)
+    tau = frame.to(torch.float64) + (reached - before) / alpha64.gather(1, frame).clamp(min=1e-12)
+    end = lengths.to(torch.float64)[:, None]
+    # Knots (x, y) of C̃; segments that do not fire sit at (L, Σα), which leaves C̃ unchanged.
+    knot_x = torch.cat([torch.zeros_like(end), torch.where(fired, tau, end), end], dim=1)
+    knot_y = torch.cat([torch.zeros_like(end), torch.where(fired, reached, total[:, None]), total[:, None]], dim=1)
+    ends = torch.minimum(torch.arange(1, num_frames + 1, device=alpha.device, dtype=torch.float64)[None, :], end)
+    with torch.no_grad():
+        right = torch.searchsorted(knot_x.contiguous(), ends.contiguous()).clamp(min=1, max=knot_x.size(1) - 1)
+    x0, x1 = knot_x.gather(1, right - 1), knot_x.gather(1, right)
+    y0, y1 = knot_y.gather(1, right - 1), knot_y.gather(1, right)
+    cumulative = y0 + (ends - x0) * (y1 - y0) / (x1 - x0).clamp(min=1e-12)
+    smoothed = torch.diff(cumulative, dim=1, prepend=torch.zeros_like(end))
+    return smoothed.masked_fill(~valid, 0.0).to(alpha.dtype)
+
+
 def scale_to_target(alpha: torch.Tensor, target_lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Training-time weight scaling α'_t = α_t · S / Σ α (SpeechCLIP+ §3), so exactly S segments fire.
 

@@ -94,36 +94,40 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         return unit((1 - self.fusion_weight) * unit(parallel, dim=-1) + self.fusion_weight * unit(cascaded, dim=-1),
                     dim=-1)
 
-    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor
-                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """speech (B, S) -> frames (B, T, D), frame_lengths (B,), local_frames (B, T, D).
+    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """speech (B, S) -> {"frames" (B, T, D), "lengths" (B,), "local_frames" (B, T, D),
+        "upstream_frames" (B, T_u, D_u), "upstream_lengths" (B,)}.
 
         ``local_frames`` are the encoder's input-layer output (e.g. the conv subsampling, ~140 ms
         receptive field) at the encoder's rate, before any self-attention; without an encoder they
         are the frames themselves. A CIF segmenter may integrate them (``integrate_from: local``).
+        ``upstream_frames`` are what the encoder reads, at the upstream's rate (``weights_from:
+        upstream``).
         """
-        frames, lengths = self.upstream(speech, speech_lengths)
+        upstream, upstream_lengths = self.upstream(speech, speech_lengths)
         if self.specaug is not None and self.training:
-            frames, lengths = self.specaug(frames, lengths)
+            upstream, upstream_lengths = self.specaug(upstream, upstream_lengths)
+        views = {"upstream_frames": upstream, "upstream_lengths": upstream_lengths}
         if self.encoder is None:
-            return frames, lengths, frames
+            return {"frames": upstream, "lengths": upstream_lengths, "local_frames": upstream, **views}
         captured = []
         embed = getattr(self.encoder, "embed", None)
         hook = embed.register_forward_hook(lambda module, args, output: captured.append(output)) \
             if embed is not None else None
         try:
-            frames, lengths, _ = self.encoder(frames, lengths)
+            frames, lengths, _ = self.encoder(upstream, upstream_lengths)
         finally:
             if hook is not None:
                 hook.remove()
         local = captured[0][0] if captured else frames  # embed returns (x, mask) or ((x, pos), mask)
         local = local[0] if isinstance(local, tuple) else local
-        return frames, lengths, local[:, : frames.size(1)]
+        return {"frames": frames, "lengths": lengths, "local_frames": local[:, : frames.size(1)], **views}
 
     def run_branches(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """Every branch's outputs, plus "frame_lengths" (what training needs)."""
-        frames, lengths, local = self.encode_frames(speech, speech_lengths)
-        out: Dict = {name: branch(frames, lengths, local_frames=local) for name, branch in self.branches().items()}
+        views = self.encode_frames(speech, speech_lengths)
+        frames, lengths = views.pop("frames"), views.pop("lengths")
+        out: Dict = {name: branch(frames, lengths, **views) for name, branch in self.branches().items()}
         out["frame_lengths"] = lengths
         return out
 
@@ -163,7 +167,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
             if "alpha" not in cascaded:
                 raise ValueError("a boundary prior needs CIF weights: use segmenter: cif")
             boundary_loss = self.boundary_prior(speech, speech_lengths[:batch], cascaded["alpha"],
-                                                out["frame_lengths"], cascaded["target_lengths"])
+                                                cascaded["alpha_lengths"], cascaded["target_lengths"])
             loss = loss + boundary_loss
             stats["loss_boundary"] = boundary_loss.detach()
         if "keyword_lengths" in cascaded:

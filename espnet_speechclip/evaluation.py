@@ -121,7 +121,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
                 item["keyword_ids"] = cascaded["keyword_indices"][i, :n].tolist()
                 item["keyword_top5"] = sim.topk(min(5, sim.size(-1)), dim=-1).indices.tolist() if n else []
                 if "alpha" in cascaded:
-                    frames = int(out["frame_lengths"][i])
+                    frames = int(cascaded["alpha_lengths"][i])
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
                     hop = len(waves[u]) / SAMPLE_RATE / max(frames, 1)
                     item["alpha"], item["frame_rate"] = alpha, 1.0 / hop

@@ -222,7 +222,7 @@ class SpeechCLIP:
                 n = int(cascaded["keyword_lengths"][i])
                 item["keyword_ids"] = cascaded["keyword_indices"][i, :n].tolist()
                 if "alpha" in cascaded:
-                    frames = int(out["frame_lengths"][i])
+                    frames = int(cascaded["alpha_lengths"][i])
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
                     item["fire_times"] = cif_fire_times(alpha, n, len(chunk) / SAMPLE_RATE / max(frames, 1))
             outs.append(item)

@@ -9,6 +9,7 @@ from espnet_speechclip.cif import (
     quantity_loss,
     scale_to_target,
     target_lengths_from_frames,
+    uniform_within_segments,
 )
 
 
@@ -168,3 +169,55 @@ def test_weight_predictor_zero_on_padding_and_in_range():
     alpha = predictor(torch.randn(2, 10, 8), torch.tensor([10, 6]))
     assert alpha.shape == (2, 10)
     assert (alpha[1, 6:] == 0).all() and (alpha[:, :6] > 0).all() and (alpha < 1).all()
+
+
+def naive_uniform_segments(frames, alpha, length, threshold=1.0, tail_threshold=0.5):
+    """Left-to-right: find where the running sum reaches each nβ, then average the frame parts between."""
+    marks, total = [0.0], 0.0
+    for t in range(length):
+        a = float(alpha[t])
+        while total + a >= threshold * len(marks) - 1e-12 and a > 0:
+            marks.append(t + (threshold * len(marks) - total) / a)
+        total += a
+    segments = []
+    for start, stop in zip(marks[:-1], marks[1:]):
+        segments.append(_mean_of_span(frames, start, stop))
+    tail = total - threshold * (len(marks) - 1)
+    if tail >= tail_threshold and marks[-1] < length:
+        segments.append(_mean_of_span(frames, marks[-1], float(length)))
+    return torch.stack(segments) if segments else frames.new_zeros(0, frames.size(1))
+
+
+def _mean_of_span(frames, start, stop):
+    acc = frames.new_zeros(frames.size(1), dtype=torch.float64)
+    for t in range(int(start), min(int(stop) + 1, frames.size(0))):
+        part = min(stop, t + 1) - max(start, t)
+        if part > 0:
+            acc += part * frames[t].double()
+    return (acc / (stop - start)).to(frames.dtype)
+
+
+def test_uniform_within_segments_fires_alike_and_averages_the_span():
+    """α̃ keeps every fire frame, count and tail of α, and CIF over it gives each segment the
+    plain mean of the frames between consecutive fire positions (fractional frames included),
+    as a left-to-right reference computes; padding gets no weight."""
+    torch.manual_seed(0)
+    frames = torch.randn(3, 40, 5)
+    alpha = torch.rand(3, 40) * torch.tensor([0.3, 0.9, 0.05])[:, None]  # some spiky, one never fires
+    alpha[0, ::7] = 0.95  # spikes: most of a segment's mass on one frame
+    lengths = torch.tensor([40, 33, 40])
+    alpha = alpha.masked_fill(torch.arange(40)[None] >= lengths[:, None], 0.0)
+    smooth = uniform_within_segments(alpha, lengths)
+    torch.testing.assert_close(smooth.sum(1), alpha.sum(1), rtol=1e-6, atol=1e-6)
+    assert (smooth[1, 33:] == 0).all() and (smooth >= 0).all()
+    seg, counts, fires = integrate_and_fire(frames, smooth, lengths)
+    ref_seg, ref_counts, ref_fires = integrate_and_fire(frames, alpha, lengths)
+    assert torch.equal(counts, ref_counts) and torch.equal(fires, ref_fires)
+    for b in range(3):
+        expected = naive_uniform_segments(frames[b], alpha[b], int(lengths[b]))
+        assert expected.size(0) == int(counts[b])
+        torch.testing.assert_close(seg[b, : counts[b]], expected, atol=1e-5, rtol=1e-5)
+    # Gradient reaches α through the fire positions.
+    alpha.requires_grad_(True)
+    integrate_and_fire(frames, uniform_within_segments(alpha, lengths), lengths)[0].sum().backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0

@@ -100,8 +100,11 @@ def test_cif_local_integration_takes_segments_from_the_encoder_input_layer(huber
     model.eval()
     speech, lengths = torch.randn(2, 24000), torch.tensor([24000, 16000])
     with torch.no_grad():
-        frames, frame_lengths, local = model.encode_frames(speech, lengths)
+        views = model.encode_frames(speech, lengths)
+        frames, frame_lengths, local = views["frames"], views["lengths"], views["local_frames"]
         up, up_lengths = model.upstream(speech, lengths)
+        torch.testing.assert_close(views["upstream_frames"], up)
+        assert torch.equal(views["upstream_lengths"], up_lengths)
         expected_local = model.encoder.embed(up, None)[0]
         assert local.shape == frames.shape and not torch.allclose(local, frames)
         torch.testing.assert_close(local, expected_local[:, : frames.size(1)])

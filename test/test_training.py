@@ -82,14 +82,19 @@ def test_unknown_yaml_key_fails_and_names_it(tiny_corpus, tiny_clip, tmp_path, c
     assert "segmentr" in capsys.readouterr().err
 
 
-def test_boundary_prior_trains_the_cif_weights_through_espnet(tiny_corpus, tiny_clip, tmp_path):
-    """Hybrid+ with the acoustic pseudo-boundary prior: the prior's loss is reported and falls;
-    a CLS segmenter with a prior is refused."""
+@pytest.mark.parametrize("weights_from,segment_weights", [("local", "alpha"), ("upstream", "uniform")])
+def test_boundary_prior_trains_the_cif_weights_through_espnet(weights_from, segment_weights, tiny_corpus,
+                                                              tiny_clip, tmp_path):
+    """Hybrid+ with the acoustic pseudo-boundary prior, CIF weights from the encoder's input layer
+    or (SpokenShapes default) from the upstream frames at their own rate with uniform segments:
+    the prior's loss is reported and falls; a CLS segmenter with a prior is refused."""
     vocab = str(Path(tiny_clip["model_config"]).parent / "vocab.txt")
     segmenter_conf = yaml.safe_load((CONF / "tiny_hybrid_plus.yaml").read_text())["segmenter_conf"]
     config = write_config("hybrid_plus", tmp_path, tiny_clip, vocab, boundary_prior="acoustic",
                           boundary_prior_conf={"weight": 1.0},
-                          segmenter_conf=dict(segmenter_conf, integrate_from="local", weights_from="local"))
+                          segmenter_conf=dict(segmenter_conf, integrate_from="local", weights_from=weights_from,
+                                              weight_kernel_size=5, local_frame_centre=3.0,
+                                              segment_weights=segment_weights))
     SpeechCLIPTask.main(cmd=train_cmd(config, tiny_corpus, tmp_path / "exp"))
     stats = reporter_stats(tmp_path / "exp")
     assert stats[2]["train"]["loss_boundary"] < stats[1]["train"]["loss_boundary"]

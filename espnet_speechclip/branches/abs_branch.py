@@ -11,16 +11,19 @@ from torch import nn
 class AbsBranch(nn.Module, ABC):
     """frames (B, T, D), lengths (B,) -> dict with "embedding" (B, E) and branch-specific outputs.
 
-    ``local_frames`` (B, T, D), optional: the same frames before any self-attention (see
-    ``ESPnetSpeechCLIPModel.encode_frames``); branches that do not use them ignore them."""
+    ``local_frames`` (B, T, D), optional: the same frames before any self-attention;
+    ``upstream_frames`` (B, T_u, D_u) and ``upstream_lengths`` (B,), optional: the upstream's
+    frames at its own rate, before the encoder (see ``ESPnetSpeechCLIPModel.encode_frames``).
+    Branches that do not use them ignore them."""
 
     @abstractmethod
     def output_size(self) -> int:
         """E, the CLIP joint-embedding width the branch produces."""
 
     @abstractmethod
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
-                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
+                upstream_frames: Optional[torch.Tensor] = None,
+                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         ...
 
 
@@ -33,8 +36,9 @@ class AbsSegmenter(nn.Module, ABC):
         """W, the width of the keyword vectors (CLIP's token-embedding width)."""
 
     @abstractmethod
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
-                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
+                upstream_frames: Optional[torch.Tensor] = None,
+                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         ...
 
 

@@ -30,11 +30,13 @@ class CascadedBranch(AbsBranch):
     def output_size(self) -> int:
         return self.clip.embed_dim
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
-                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
+                upstream_frames: Optional[torch.Tensor] = None,
+                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """frames (B, T, D) -> {"embedding" (B, E), "keyword_indices" (B, N) rows of the reduced
         vocabulary, "keyword_lengths" (B,), plus the segmenter's outputs}."""
-        out = dict(self.segmenter(frames, lengths, local_frames=local_frames))
+        out = dict(self.segmenter(frames, lengths, local_frames=local_frames, upstream_frames=upstream_frames,
+                                  upstream_lengths=upstream_lengths))
         bridged = self.bridge(out["keywords"], out["keyword_lengths"])
         out["embedding"] = self.clip.encode_token_embeddings(bridged["quantized"], out["keyword_lengths"])
         out["keyword_indices"] = bridged["indices"]

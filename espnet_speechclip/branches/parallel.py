@@ -33,9 +33,10 @@ class ParallelBranch(AbsBranch):
     def output_size(self) -> int:
         return self.embed_dim
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor,
-                local_frames: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """frames (B, T, D), lengths (B,) -> {"embedding": (B, E)}; local_frames unused."""
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
+                upstream_frames: Optional[torch.Tensor] = None,
+                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """frames (B, T, D), lengths (B,) -> {"embedding": (B, E)}; local and upstream frames unused."""
         batch = frames.size(0)
         x = torch.cat([self.cls.expand(batch, -1, -1), frames], dim=1)  # (B, 1+T, D)
         mask = padding_mask(lengths + 1, x.size(1))

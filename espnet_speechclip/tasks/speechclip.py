@@ -130,7 +130,7 @@ class SpeechCLIPTask(AbsTask):
     def build_model(cls, args: argparse.Namespace) -> ESPnetSpeechCLIPModel:
         # 1. Frozen speech upstream with its weighted layer sum.
         upstream = upstream_choices.get_class(args.upstream)(**args.upstream_conf)
-        frame_size = upstream.output_size()
+        frame_size = upstream_size = upstream.output_size()
 
         # 2. Optional SpecAugment on the upstream frames (training only) and trainable encoder.
         specaug = None
@@ -155,8 +155,10 @@ class SpeechCLIPTask(AbsTask):
         if args.segmenter is not None:
             if args.clip_vocab is None:
                 raise ValueError("cascaded models need --clip_vocab (the reduced CLIP vocabulary of stage 3)")
+            # CIF weights may be predicted from the upstream frames (weights_from: upstream).
+            sizes = {"upstream_size": upstream_size} if args.segmenter == "cif" else {}
             segmenter = segmenter_choices.get_class(args.segmenter)(
-                input_size=frame_size, token_width=clip.token_width, **args.segmenter_conf)
+                input_size=frame_size, token_width=clip.token_width, **sizes, **args.segmenter_conf)
             vocab = read_vocab(args.clip_vocab)
             bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(clip.pad_id, clip.sot_id, clip.eot_id),
                               **args.vq_conf)
