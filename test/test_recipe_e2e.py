@@ -109,8 +109,9 @@ def test_parallel_variant_from_stage_4_has_no_keyword_metrics(recipe):
         pytest.skip("needs the stages 1-3 of the previous test")
     config = tiny_train_config(recipe / "conf" / "tiny_parallel.yaml")
     data = yaml.safe_load(config.read_text())
-    for key in ("segmenter", "segmenter_conf", "vq_conf"):
-        data.pop(key)
+    # The parallel branch alone: no segmenter, hence no CIF weights for the default's boundary prior.
+    for key in ("segmenter", "segmenter_conf", "vq_conf", "boundary_prior", "boundary_prior_conf"):
+        data.pop(key, None)
     config.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PATH": f"{ROOT / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}"}
     result = subprocess.run(["./run.sh", "--stage", "4", "--stop-stage", "5", "--train_config", str(config),
