@@ -1,6 +1,6 @@
 """CIF segmenter options beyond SpeechCLIP+: weights at the upstream's rate (weights_from: upstream),
 where α, fire frames and the boundary prior live on the upstream frames while the segments still
-hold the encoder frames; and whether the keywords' loss trains α (weights_learn_from_segments)."""
+hold the encoder frames."""
 import pytest
 import torch
 
@@ -94,21 +94,3 @@ def test_upstream_weights_train_through_the_boundary_prior_at_the_upstream_rate(
     loss.backward()
     assert upstream.grad is None and segmenter.weight_predictor.conv.weight.grad.abs().sum() > 0
 
-
-@pytest.mark.parametrize("learn", [True, False])
-def test_weights_learn_from_segments_switches_the_keyword_gradient_into_alpha(learn):
-    """weights_learn_from_segments false: a loss on the keywords sends nothing into the weight
-    predictor (α then learns from the quantity loss and a prior only); true (SpeechCLIP+): it does.
-    The keywords' own gradient into the frames flows either way."""
-    segmenter = make_segmenter(segment_weights="uniform", weights_learn_from_segments=learn).train()
-    local = torch.randn(2, 12, 16, requires_grad=True)
-    upstream, up_lengths, lengths = torch.randn(2, 27, 6), torch.tensor([27, 19]), torch.tensor([12, 8])
-    out = segmenter(local, lengths, local_frames=local, upstream_frames=upstream, upstream_lengths=up_lengths)
-    out["keywords"].pow(2).sum().backward()
-    predictor_grad = segmenter.weight_predictor.proj.weight.grad
-    assert (predictor_grad is not None and predictor_grad.abs().sum() > 0) == learn
-    assert local.grad is not None and local.grad.abs().sum() > 0
-    segmenter.zero_grad()
-    segmenter(local, lengths, local_frames=local, upstream_frames=upstream,
-              upstream_lengths=up_lengths)["quantity_loss"].backward()
-    assert segmenter.weight_predictor.proj.weight.grad.abs().sum() > 0

@@ -57,7 +57,7 @@ class CIFSegmenter(AbsSegmenter):
     """Args: input_size D, token_width W, target_ratio (SpeechCLIP+: 0.05 segments per frame),
     max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from, weights_from,
     detach_weight_input (False), weight_kernel_size (3), upstream_size, local_frame_centre,
-    segment_weights ("alpha"), weights_learn_from_segments (True).
+    segment_weights ("alpha").
 
     ``integrate_from`` picks what the segments are made of and ``weights_from`` what α is
     predicted from. "context" (SpeechCLIP+, both): the frames after the self-attention layer.
@@ -81,10 +81,6 @@ class CIFSegmenter(AbsSegmenter):
     frames between its fires (``cif.uniform_within_segments``), so that an α that spikes on word
     ends still gives segments that hold the whole word.
 
-    ``weights_learn_from_segments: false`` (not in SpeechCLIP+) keeps the cascaded loss from
-    training α through the segment weights: α then learns only from the quantity loss and a
-    boundary prior, a segmenter of its own whose segments the rest of the branch reads.
-
     ``detach_weight_input`` (not in SpeechCLIP+) lets no gradient from α into the frames it is
     predicted from: the losses on α (quantity, a boundary prior, the cascaded loss through the
     segment weights) then train the weight predictor alone, and the encoder only through what
@@ -96,9 +92,8 @@ class CIFSegmenter(AbsSegmenter):
                  threshold: float = 1.0, tail_threshold: float = 0.5, integrate_from: str = "context",
                  weights_from: str = "context", detach_weight_input: bool = False, weight_kernel_size: int = 3,
                  upstream_size: Optional[int] = None, local_frame_centre: float = 0.0,
-                 segment_weights: str = "alpha", weights_learn_from_segments: bool = True):
+                 segment_weights: str = "alpha"):
         super().__init__()
-        self.weights_learn_from_segments = weights_learn_from_segments
         if segment_weights not in ("alpha", "uniform"):
             raise ValueError(f"segment_weights must be 'alpha' or 'uniform', got {segment_weights!r}")
         self.segment_weights = segment_weights
@@ -158,8 +153,6 @@ class CIFSegmenter(AbsSegmenter):
         target = target_lengths_from_frames(lengths, self.target_ratio, self.max_segments)
         q_loss = quantity_loss(alpha, target)
         fire_alpha = scale_to_target(alpha, target) if self.training else alpha
-        if not self.weights_learn_from_segments:
-            fire_alpha = fire_alpha.detach()
         if self.segment_weights == "uniform":
             fire_alpha = uniform_within_segments(fire_alpha, alpha_lengths, self.threshold)
         segments, counts, fire_frames = integrate_and_fire(x, fire_alpha, alpha_lengths, self.threshold,
