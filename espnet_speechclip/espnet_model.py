@@ -26,6 +26,7 @@ from espnet_speechclip.boundary_prior import AcousticBoundaryPrior
 from espnet_speechclip.branches.abs_branch import AbsBranch
 from espnet_speechclip.distributed import gather_with_grad
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
+from espnet_speechclip.vq_bridge import token_perplexity
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
             stats["loss_boundary"] = boundary_loss.detach()
         if "keyword_lengths" in cascaded:
             stats["keywords_per_utt"] = cascaded["keyword_lengths"].float().mean()
+            stats["token_perplexity"] = token_perplexity(cascaded["keyword_indices"], cascaded["keyword_lengths"])
         stats["loss"] = loss.detach()
         loss, stats, weight = force_gatherable((loss, stats, batch), loss.device)
         return loss, stats, weight

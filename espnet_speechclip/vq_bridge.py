@@ -71,3 +71,19 @@ class VQBridge(nn.Module):
         quantized = straight_through @ self.table
         quantized = quantized * valid[..., None]
         return {"quantized": quantized, "indices": indices, "similarity": similarity}
+
+
+def token_perplexity(indices: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """exp(H) of the tokens chosen for the real keywords of a batch: how many rows the bridge uses.
+
+    indices (B, N) chosen rows, lengths (B,) real keywords; 0 when there are none. A training
+    statistic: a bridge that spells every word with a few tokens shows a value far below the
+    captions' own (SpokenShapes train captions: 16.7 of 25 tokens).
+    """
+    valid = torch.arange(indices.size(1), device=indices.device)[None, :] < lengths[:, None]
+    chosen = indices[valid]
+    if chosen.numel() == 0:
+        return indices.new_zeros((), dtype=torch.float)
+    p = torch.bincount(chosen).float() / chosen.numel()
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum())

@@ -6,7 +6,7 @@ import torch
 from espnet_speechclip.clip_adapter import FrozenCLIP, MissingCheckpointError
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
-from espnet_speechclip.vq_bridge import VQBridge
+from espnet_speechclip.vq_bridge import VQBridge, token_perplexity
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,15 @@ def test_vq_straight_through_gradient_reaches_input_not_table():
     valid = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])[..., None]
     (soft_out * valid * probe).sum().backward()
     torch.testing.assert_close(k2.grad, k3.grad)
+
+
+def test_token_perplexity_counts_only_real_keywords_against_a_hand_value():
+    # Real keywords: rows 2, 2, 5 | 3 (the padded 7s must not count): p = (1/2, 1/4, 1/4).
+    indices = torch.tensor([[2, 2, 5, 7], [3, 7, 7, 7]])
+    expected = np.exp(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)))
+    assert float(token_perplexity(indices, torch.tensor([3, 1]))) == pytest.approx(expected)
+    assert float(token_perplexity(indices, torch.tensor([1, 0]))) == pytest.approx(1.0)  # one token used
+    assert float(token_perplexity(indices, torch.tensor([0, 0]))) == 0.0
 
 
 def test_vq_batchnorm_initialised_from_table_statistics():
