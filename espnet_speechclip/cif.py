@@ -38,6 +38,7 @@ def integrate_and_fire(
     lengths: torch.Tensor,
     threshold: float = 1.0,
     tail_threshold: float = 0.5,
+    min_segments: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Integrate frames into segments wherever the accumulated weight reaches ``threshold``.
 
@@ -49,6 +50,9 @@ def integrate_and_fire(
         tail_threshold: a leftover weight ≥ this after the last frame fires one more
             segment, scaled up to ``threshold`` (the scale factor is treated as a constant,
             as in torch-cif, so gradients are those of the unscaled tail).
+        min_segments: 0 or 1. With 1 (the SpeechCLIP+ reference code), an utterance whose total
+            weight stays below ``threshold`` still gives one segment, its unscaled α-weighted
+            sum, and fires no tail (the reference counts clip(floor(Σα), 1, 75) segments).
 
     Returns:
         segments: (B, N, D), zero beyond each utterance's count.
@@ -76,7 +80,11 @@ def integrate_and_fire(
         full = torch.floor(total / threshold).long()  # (B,) complete segments
         tail = total - full.to(torch.float64) * threshold
         has_tail = tail >= tail_threshold
-        counts = full + has_tail.long()
+        if min_segments not in (0, 1):
+            raise ValueError(f"min_segments must be 0 or 1, got {min_segments}")
+        forced = (full == 0) & torch.tensor(min_segments == 1, device=device)  # (B,) one unscaled segment
+        has_tail = has_tail & ~forced
+        counts = torch.maximum(full + has_tail.long(), forced.long())
     max_segments = int(counts.max().item()) if batch > 0 else 0
 
     index = torch.arange(max_segments, device=device, dtype=torch.float64)  # (N,)
@@ -95,7 +103,8 @@ def integrate_and_fire(
         # Segment n fires at the first frame whose running sum reaches (n+1)β; the tail fires
         # at the last valid frame.
         fire_at = torch.searchsorted(csum.contiguous(), (seg_end[..., 0]).expand(batch, -1).contiguous())
-        fire_at = torch.where(is_tail, (lengths - 1)[:, None].to(fire_at.dtype), fire_at)
+        at_end = is_tail | (forced[:, None] & (index[None, :] == 0))
+        fire_at = torch.where(at_end, (lengths - 1)[:, None].to(fire_at.dtype), fire_at)
         fire_frames = fire_at.masked_fill(~present, -1)
     return segments, counts, fire_frames
 
@@ -252,6 +261,8 @@ class CIFWeightPredictor(nn.Module):
 
     def __init__(self, input_size: int, kernel_size: int = 3):
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"weight_kernel_size must be odd and >= 1, got {kernel_size}")
         self.conv = nn.Conv1d(input_size, input_size, kernel_size, padding=kernel_size // 2)
         self.proj = nn.Linear(input_size, 1)
 

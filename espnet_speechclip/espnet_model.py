@@ -7,6 +7,9 @@ The variants of the papers are compositions, chosen in the task's builder:
     Cascaded+   = cascaded branch with the CIF segmenter     (SpeechCLIP+)
     Hybrid(+)   = both, L = w_p L_p + w_c L_c (+ w_q L_q)    (SpeechCLIP §3.4, SpeechCLIP+ §3; w = 1, 1, 0.25)
 
+In the SpeechCLIP+ Hybrid and Hybrid+ the two branches share one attention block (``shared_block``,
+``branches.shared``), which runs once over the frames and its learned tokens before the branches.
+
 A hybrid model also offers a "fused" retrieval embedding (not in the papers, which report each
 branch alone): e = norm((1 - λ) norm(e_p) + λ norm(e_c)), λ = ``fusion_weight``.
 """
@@ -24,7 +27,9 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_speechclip.boundary_prior import AcousticBoundaryPrior
 from espnet_speechclip.branches.abs_branch import AbsBranch
+from espnet_speechclip.branches.shared import SharedCLSBlock
 from espnet_speechclip.distributed import gather_with_grad
+from espnet_speechclip.frame_views import FrameViews, encode_with_input_layer
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 from espnet_speechclip.vq_bridge import token_perplexity
 
@@ -45,13 +50,15 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         fusion_weight: λ, the cascaded branch's share of the fused embedding.
         boundary_prior: optional extra loss on the CIF weights α (boundary_prior.py; not in
             the papers), added to L with its own weight.
+        shared_block: optional block both branches read (SpeechCLIP+ Hybrid / Hybrid+).
     """
 
     def __init__(self, upstream: AbsFrontend, specaug: Optional[AbsSpecAug], encoder: Optional[AbsEncoder], parallel: Optional[AbsBranch],
                  cascaded: Optional[AbsBranch], temperature: float = 0.07, learnable_temperature: bool = False,
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
                  retrieval_branch: str = "parallel", fusion_weight: float = 0.5,
-                 boundary_prior: Optional[AcousticBoundaryPrior] = None):
+                 boundary_prior: Optional[AcousticBoundaryPrior] = None,
+                 shared_block: Optional[SharedCLSBlock] = None):
         super().__init__()
         if parallel is None and cascaded is None:
             raise ValueError("at least one of the parallel and cascaded branches is needed")
@@ -68,6 +75,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         self.upstream = upstream
         self.specaug = specaug
         self.encoder = encoder
+        self.shared_block = shared_block
         self.parallel = parallel
         self.cascaded = cascaded
         self.loss_fn = InfoNCELoss(temperature, learnable_temperature)
@@ -95,42 +103,45 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         return unit((1 - self.fusion_weight) * unit(parallel, dim=-1) + self.fusion_weight * unit(cascaded, dim=-1),
                     dim=-1)
 
-    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """speech (B, S) -> {"frames" (B, T, D), "lengths" (B,), "local_frames" (B, T, D),
-        "upstream_frames" (B, T_u, D_u), "upstream_lengths" (B,)}.
-
-        ``local_frames`` are the encoder's input-layer output (e.g. the conv subsampling, ~140 ms
-        receptive field) at the encoder's rate, before any self-attention; without an encoder they
-        are the frames themselves. A CIF segmenter may integrate them (``integrate_from: local``).
-        ``upstream_frames`` are what the encoder reads, at the upstream's rate (``weights_from:
-        upstream``).
-        """
+    def encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> FrameViews:
+        """speech (B, S) -> the frame views (``frame_views.FrameViews``) before any branch or
+        shared block: the encoder output, its input layer's output (``local``: e.g. the conv
+        subsampling, ~140 ms receptive field, before any self-attention) and the upstream's frames."""
         upstream, upstream_lengths = self.upstream(speech, speech_lengths)
         if self.specaug is not None and self.training:
             upstream, upstream_lengths = self.specaug(upstream, upstream_lengths)
-        views = {"upstream_frames": upstream, "upstream_lengths": upstream_lengths}
         if self.encoder is None:
-            return {"frames": upstream, "lengths": upstream_lengths, "local_frames": upstream, **views}
-        captured = []
-        embed = getattr(self.encoder, "embed", None)
-        hook = embed.register_forward_hook(lambda module, args, output: captured.append(output)) \
-            if embed is not None else None
-        try:
-            frames, lengths, _ = self.encoder(upstream, upstream_lengths)
-        finally:
-            if hook is not None:
-                hook.remove()
-        local = captured[0][0] if captured else frames  # embed returns (x, mask) or ((x, pos), mask)
-        local = local[0] if isinstance(local, tuple) else local
-        return {"frames": frames, "lengths": lengths, "local_frames": local[:, : frames.size(1)], **views}
+            return FrameViews(upstream, upstream_lengths, upstream, upstream, upstream_lengths)
+        frames, lengths, local = encode_with_input_layer(self.encoder, upstream, upstream_lengths)
+        return FrameViews(frames, lengths, local[:, : frames.size(1)], upstream, upstream_lengths)
+
+    def branch_views(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> FrameViews:
+        """:meth:`encode_frames`, then the shared block if there is one."""
+        views = self.encode_frames(speech, speech_lengths)
+        return views if self.shared_block is None else self.shared_block(views)
 
     def run_branches(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """Every branch's outputs, plus "frame_lengths" (what training needs)."""
-        views = self.encode_frames(speech, speech_lengths)
-        frames, lengths = views.pop("frames"), views.pop("lengths")
-        out: Dict = {name: branch(frames, lengths, **views) for name, branch in self.branches().items()}
-        out["frame_lengths"] = lengths
+        views = self.branch_views(speech, speech_lengths)
+        out: Dict = {name: branch(views) for name, branch in self.branches().items()}
+        out["frame_lengths"] = views.lengths
         return out
+
+    def branch_frame_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor
+                            ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """The frame-rate hidden states the visually grounded training learnt, in the order of the
+        reference ``feature_extractor_s3prl``: the shared block's (Hybrid / Hybrid+), else the
+        cascaded branch's block, then the parallel branch's layers; each (B, T, D) at the
+        branches' frame rate, with the lengths (B,)."""
+        views = self.encode_frames(speech, speech_lengths)
+        states: List[torch.Tensor] = []
+        if self.shared_block is not None:
+            states += self.shared_block.frame_states(views)
+            views = self.shared_block(views)
+        for name in ("cascaded", "parallel"):
+            if name in self.branches():
+                states += self.branches()[name].frame_states(views)
+        return states, views.lengths
 
     def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """:meth:`run_branches` plus "fused" (hybrid) and ``out["embedding"]``, the retrieval embedding."""

@@ -294,7 +294,7 @@ class SpeechCLIP:
 
     def segment_boundaries(self, speech, sample_rate: int = SAMPLE_RATE) -> Union[List[float], List[List[float]]]:
         """CIF firing times in seconds (segment ends) of a CIF (SpeechCLIP+) model."""
-        if self.model.cascaded is None or not hasattr(self.model.cascaded.segmenter, "weight_predictor"):
+        if self.model.cascaded is None or not self.model.cascaded.segmenter.has_cif_weights:
             raise ValueError("this model has no CIF segmenter, hence no segment boundaries")
         results, batched = self._run(speech, sample_rate)
         out = [r.fire_times for r in results]

@@ -24,8 +24,8 @@ import yaml
 logger = logging.getLogger(__name__)
 
 # Config keys the model builder reads (tasks/speechclip.py); only files named under them are packed.
-MODEL_KEYS = ("upstream_conf", "specaug_conf", "encoder_conf", "parallel_conf", "segmenter_conf", "model_conf",
-              "clip_conf", "clip_vocab", "vq_conf")
+MODEL_KEYS = ("upstream_conf", "specaug_conf", "encoder_conf", "shared_block_conf", "parallel_conf", "segmenter_conf",
+              "model_conf", "clip_conf", "clip_vocab", "vq_conf")
 
 
 def checkpoint_name(config: Dict) -> str:

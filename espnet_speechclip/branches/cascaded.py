@@ -6,17 +6,20 @@ The embedding e is contrasted with the image embedding like any caption CLIP wou
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List
 
 import torch
 
 from espnet_speechclip.branches.abs_branch import AbsBranch, AbsSegmenter
 from espnet_speechclip.clip_adapter import FrozenCLIP
+from espnet_speechclip.frame_views import FrameViews
 from espnet_speechclip.vq_bridge import VQBridge
 
 
 class CascadedBranch(AbsBranch):
     """Args: segmenter (CLS tokens or CIF), bridge (VQ onto CLIP's token table), clip (frozen)."""
+
+    produces_keywords = True
 
     def __init__(self, segmenter: AbsSegmenter, bridge: VQBridge, clip: FrozenCLIP):
         super().__init__()
@@ -30,15 +33,17 @@ class CascadedBranch(AbsBranch):
     def output_size(self) -> int:
         return self.clip.embed_dim
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
-                upstream_frames: Optional[torch.Tensor] = None,
-                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """frames (B, T, D) -> {"embedding" (B, E), "keyword_indices" (B, N) rows of the reduced
-        vocabulary, "keyword_lengths" (B,), plus the segmenter's outputs}."""
-        out = dict(self.segmenter(frames, lengths, local_frames=local_frames, upstream_frames=upstream_frames,
-                                  upstream_lengths=upstream_lengths))
+    def forward(self, views: FrameViews) -> Dict[str, torch.Tensor]:
+        """views -> {"embedding" (B, E), "keyword_indices" (B, N) rows of the reduced vocabulary,
+        "keyword_lengths" (B,), "keyword_similarity" (B, N, V), "normed_keywords" (B, N, W), plus
+        the segmenter's outputs}."""
+        out = dict(self.segmenter(views))
         bridged = self.bridge(out["keywords"], out["keyword_lengths"])
         out["embedding"] = self.clip.encode_token_embeddings(bridged["quantized"], out["keyword_lengths"])
         out["keyword_indices"] = bridged["indices"]
         out["keyword_similarity"] = bridged["similarity"]
+        out["normed_keywords"] = bridged["normed"]
         return out
+
+    def frame_states(self, views: FrameViews) -> List[torch.Tensor]:
+        return self.segmenter.frame_states(views)

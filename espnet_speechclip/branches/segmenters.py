@@ -1,176 +1,195 @@
 """Keyword segmenters of the cascaded branch: K CLS tokens (SpeechCLIP) or CIF (SpeechCLIP+).
 
-CLS (Shih et al., 2022, §3.3): K = 8 learnable CLS tokens prepended to the frames, one 1-head
-Transformer layer (attention + residual + LN), the K outputs projected to CLIP's token width.
+CLS (Shih et al., 2022, §3.3): K = 8 learnable tokens prepended to the frames, one block
+(reference: LN(x + MHA(x)), 1 head), the K token outputs projected to CLIP's token width:
 
-CIF (Wang et al., 2024, §3): one self-attention layer over the frames, then CIF weights α and
-integrate-and-fire (see ``espnet_speechclip.cif``); at training time α is rescaled so that
-S = round(0.05 T) segments fire and the quantity loss |Σα − S| is returned; at most 75 segments so
-that SOT + segments + EOT fit CLIP's 77-token context.
+    k_1..k_K = Projection(Block([CLS_1..CLS_K; h])_{1..K})
+
+CIF (Wang et al., 2024, §3): a block over the frames (none when a shared block already ran), CIF
+weights α, integrate-and-fire, the segments projected to CLIP's token width; at training time α
+is rescaled so that S segments fire and the quantity loss |Σα − S| is returned. The CIF parts
+(weight source, weight predictor, target, scaling, pooling, firing rule) are chosen in
+``CIFSegmenter.from_config``; see ``branches.cif_parts`` for each choice and its equation.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
-from espnet_speechclip.branches.abs_branch import AbsSegmenter, padding_mask
-from espnet_speechclip.cif import (
-    CIFWeightPredictor,
-    integrate_and_fire,
-    quantity_loss,
-    scale_to_target,
-    target_lengths_from_frames,
-    uniform_within_segments,
+from espnet_speechclip.branches.abs_branch import AbsSegmenter, learned_tokens, padding_mask
+from espnet_speechclip.branches.blocks import AbsFrameBlock, build_block, build_projection
+from espnet_speechclip.branches.cif_parts import (
+    AlphaWeightedSegments,
+    Firing,
+    FramesPerSegmentTarget,
+    RatioTarget,
+    ReferenceCIFWeights,
+    ScaleToTarget,
+    UniformSegments,
 )
+from espnet_speechclip.branches.weight_sources import WEIGHT_SOURCES, ContextFrames, gather_to_rate  # noqa: F401
+from espnet_speechclip.cif import CIFWeightPredictor, quantity_loss
+from espnet_speechclip.frame_views import FrameViews
 
 
 class CLSKeywordSegmenter(AbsSegmenter):
-    """Args: input_size D, token_width W (CLIP), num_keywords K (SpeechCLIP: 8)."""
+    """Args: cls (1, K, D) tokens, block over [CLS; frames], projection D -> W."""
 
-    def __init__(self, input_size: int, token_width: int, num_keywords: int = 8, attention_heads: int = 1,
-                 linear_units: int = 3072, dropout_rate: float = 0.1):
+    def __init__(self, cls: nn.Parameter, block: AbsFrameBlock, projection: nn.Module, token_width: int):
         super().__init__()
-        self.cls = nn.Parameter(torch.randn(1, num_keywords, input_size) * 0.02)
-        self.layer = nn.TransformerEncoderLayer(input_size, attention_heads, linear_units, dropout_rate,
-                                                activation="gelu", batch_first=True)
-        self.proj = nn.Linear(input_size, token_width)
+        self.cls = cls
+        self.block = block
+        self.proj = projection
+        self.num_keywords = cls.size(1)
+        self.token_width = token_width
+
+    @classmethod
+    def from_config(cls, input_size: int, token_width: int, num_keywords: int = 8, block: str = "transformer",
+                    projection: str = "linear", projection_conf: dict = None, token_std: float = 0.02,
+                    **block_conf) -> "CLSKeywordSegmenter":
+        """block: ``transformer`` (this plugin's default) or ``attention_norm`` (reference), with its
+        options (attention_heads, linear_units, dropout_rate); token_std: initial N(0, σ²) of the
+        tokens (reference: 1)."""
+        tokens = learned_tokens(num_keywords, input_size, token_std)
+        if block == "transformer":  # one layer, the keyword block of this plugin's configs
+            block_conf = {"attention_heads": 1, **block_conf}
+        body = build_block(block, input_size, block_conf)
+        return cls(tokens, body, build_projection(projection, input_size, token_width, dict(projection_conf or {})),
+                   token_width)
+
+    def output_size(self) -> int:
+        return self.token_width
+
+    def _inputs(self, views: FrameViews):
+        x = torch.cat([self.cls.expand(views.frames.size(0), -1, -1), views.frames], dim=1)  # (B, K+T, D)
+        return x, padding_mask(views.lengths + self.num_keywords, x.size(1))
+
+    def forward(self, views: FrameViews) -> Dict[str, torch.Tensor]:
+        """-> {"keywords": (B, K, W), "keyword_lengths": (B,) all K}."""
+        x = self.block(*self._inputs(views))
+        lengths = torch.full((x.size(0),), self.num_keywords, dtype=torch.long, device=x.device)
+        return {"keywords": self.proj(x[:, : self.num_keywords]), "keyword_lengths": lengths}
+
+    def frame_states(self, views: FrameViews) -> List[torch.Tensor]:
+        return [s[:, self.num_keywords:] for s in self.block.states(*self._inputs(views))[1:]]
+
+
+class SharedTokenKeywords(AbsSegmenter):
+    """Hybrid (SpeechCLIP+): k_1..k_K = Projection(the shared block's keyword tokens)."""
+
+    def __init__(self, projection: nn.Module, num_keywords: int, token_width: int):
+        super().__init__()
+        self.proj = projection
         self.num_keywords = num_keywords
         self.token_width = token_width
 
+    @classmethod
+    def from_config(cls, input_size: int, token_width: int, num_keywords: int = 8, projection: str = "linear",
+                    projection_conf: dict = None) -> "SharedTokenKeywords":
+        return cls(build_projection(projection, input_size, token_width, dict(projection_conf or {})), num_keywords,
+                   token_width)
+
     def output_size(self) -> int:
         return self.token_width
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
-                upstream_frames: Optional[torch.Tensor] = None,
-                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """frames (B, T, D) -> {"keywords": (B, K, W), "keyword_lengths": (B,) all K}."""
-        batch, k = frames.size(0), self.num_keywords
-        x = torch.cat([self.cls.expand(batch, -1, -1), frames], dim=1)  # (B, K+T, D)
-        x = self.layer(x, src_key_padding_mask=padding_mask(lengths + k, x.size(1)))
-        keyword_lengths = torch.full((batch,), k, dtype=torch.long, device=frames.device)
-        return {"keywords": self.proj(x[:, :k]), "keyword_lengths": keyword_lengths}
+    def forward(self, views: FrameViews) -> Dict[str, torch.Tensor]:
+        tokens = views.tokens.get("keywords")
+        if tokens is None or tokens.size(1) != self.num_keywords:
+            raise ValueError(f"segmenter: shared_cls reads {self.num_keywords} keyword tokens of the shared block, got "
+                             f"{None if tokens is None else tokens.size(1)}: set shared_block_conf "
+                             f"num_keyword_tokens: {self.num_keywords}")
+        lengths = torch.full((tokens.size(0),), self.num_keywords, dtype=torch.long, device=tokens.device)
+        return {"keywords": self.proj(tokens), "keyword_lengths": lengths}
 
 
 class CIFSegmenter(AbsSegmenter):
-    """Args: input_size D, token_width W, target_ratio (SpeechCLIP+: 0.05 segments per frame),
-    max_segments (75), threshold β (1.0), tail_threshold (0.5), integrate_from, weights_from,
-    detach_weight_input (False), weight_kernel_size (3), upstream_size, local_frame_centre,
-    segment_weights ("alpha").
+    """Args: block (or None: the frames are already contextual), integrate_source and
+    weight_source (which view is integrated / predicts α, ``weight_sources``), weight_predictor,
+    target, scaling, pooling, firing, projection D -> W."""
 
-    ``integrate_from`` picks what the segments are made of and ``weights_from`` what α is
-    predicted from. "context" (SpeechCLIP+, both): the frames after the self-attention layer.
-    "local": the frames before any self-attention (the encoder's input layer, see
-    ``encode_frames``). With contextual frames any fixed-rate chunk can carry any word, so
-    nothing rewards firing at word ends; with local frames a segment holds only what lies
-    between its firings. A contextual α can still fire at a steady rate (it can count frames);
-    a local α sees ~0.2 s of sound, so it can only fire on acoustic events.
+    has_cif_weights = True
 
-    ``weights_from: upstream`` (not in SpeechCLIP+) predicts α from the upstream's own frames, at
-    its rate (20 ms for the SpokenShapes filterbank, twice the encoder's): CIF then integrates at
-    that rate, upstream frame t taking the encoder frame whose receptive field is centred nearest
-    to it, i = round((t − c) / r) with r = T_u / T the rate ratio and c = ``local_frame_centre``
-    (the upstream frame at the centre of encoder frame 0: 2 for ESPnet's conv1d2, whose frame i
-    sees upstream frames 2i..2i+4). Each segment still holds the encoder frames between its fires,
-    with the same weights as a CIF over the encoder frames with α summed per frame; only the fire
-    times get the finer grid. The target count S stays round(r_S · T) of the encoder frames.
-
-    ``segment_weights``: "alpha" (CIF, SpeechCLIP+) weighs each frame of a segment by its α;
-    "uniform" (not in SpeechCLIP+) fires at the same points but makes each segment the mean of the
-    frames between its fires (``cif.uniform_within_segments``), so that an α that spikes on word
-    ends still gives segments that hold the whole word.
-
-    ``detach_weight_input`` (not in SpeechCLIP+) lets no gradient from α into the frames it is
-    predicted from: the losses on α (quantity, a boundary prior, the cascaded loss through the
-    segment weights) then train the weight predictor alone, and the encoder only through what
-    the segments hold.
-    """
-
-    def __init__(self, input_size: int, token_width: int, attention_heads: int = 8, linear_units: int = 3072,
-                 dropout_rate: float = 0.1, target_ratio: float = 0.05, max_segments: int = 75,
-                 threshold: float = 1.0, tail_threshold: float = 0.5, integrate_from: str = "context",
-                 weights_from: str = "context", detach_weight_input: bool = False, weight_kernel_size: int = 3,
-                 upstream_size: Optional[int] = None, local_frame_centre: float = 0.0,
-                 segment_weights: str = "alpha"):
+    def __init__(self, block: Optional[AbsFrameBlock], integrate_source, weight_source, weight_predictor: nn.Module,
+                 target, scaling: ScaleToTarget, pooling, firing: Firing, projection: nn.Module, token_width: int):
         super().__init__()
-        if segment_weights not in ("alpha", "uniform"):
-            raise ValueError(f"segment_weights must be 'alpha' or 'uniform', got {segment_weights!r}")
-        self.segment_weights = segment_weights
-        if integrate_from not in ("context", "local"):
-            raise ValueError(f"integrate_from must be 'context' or 'local', got {integrate_from!r}")
-        if weights_from not in ("context", "local", "upstream"):
-            raise ValueError(f"weights_from must be 'context', 'local' or 'upstream', got {weights_from!r}")
-        if weights_from == "upstream" and upstream_size is None:
-            raise ValueError("weights_from 'upstream' needs upstream_size, the upstream's frame width")
-        if weight_kernel_size < 1 or weight_kernel_size % 2 == 0:
-            raise ValueError(f"weight_kernel_size must be odd and >= 1, got {weight_kernel_size}")
-        self.integrate_from = integrate_from
-        self.weights_from = weights_from
-        self.local_frame_centre = local_frame_centre
-        self.layer = nn.TransformerEncoderLayer(input_size, attention_heads, linear_units, dropout_rate,
-                                                activation="gelu", batch_first=True)
-        weight_input_size = upstream_size if weights_from == "upstream" else input_size
-        self.weight_predictor = CIFWeightPredictor(weight_input_size, weight_kernel_size)
-        self.detach_weight_input = detach_weight_input
-        self.proj = nn.Linear(input_size, token_width)
+        self.block = block
+        self.integrate_source = integrate_source
+        self.weight_source = weight_source
+        self.weight_predictor = weight_predictor
+        self.target = target
+        self.scaling = scaling
+        self.pooling = pooling
+        self.firing = firing
+        self.proj = projection
         self.token_width = token_width
-        self.target_ratio = target_ratio
-        self.max_segments = max_segments
-        self.threshold = threshold
-        self.tail_threshold = tail_threshold
+        self.reads_context = isinstance(integrate_source, ContextFrames) or isinstance(weight_source, ContextFrames)
+
+    @classmethod
+    def from_config(cls, input_size: int, token_width: int, upstream_size: int, block: str = "transformer",
+                    integrate_from: str = "context", weights_from: str = "context", detach_weight_input: bool = False,
+                    weight_predictor: str = "conv", weight_kernel_size: int = 3, weight_dropout_rate: float = 0.5,
+                    target: str = "ratio", target_ratio: float = 0.05, frames_per_segment: int = 20,
+                    max_segments: int = 75, scaling_steps: Optional[int] = None, scaling_sum_eps: float = 0.0,
+                    threshold: float = 1.0, tail_threshold: float = 0.5, min_segments: int = 0,
+                    tail_in_training: bool = True, local_frame_centre: float = 0.0, segment_weights: str = "alpha",
+                    projection: str = "linear", projection_conf: dict = None, **block_conf) -> "CIFSegmenter":
+        """Reference (SpeechCLIP+) choices: block attention_norm (or ``none`` under a shared block),
+        weight_predictor reference, target frames_per_segment (20), scaling_steps 5000 (base),
+        scaling_sum_eps 1e-5, min_segments 1, tail_in_training false. This plugin's defaults:
+        block transformer, weight_predictor conv, target ratio, scaling throughout."""
+        body = None if block == "none" else build_block(block, input_size, {"attention_heads": 8, **block_conf}
+                                                        if block == "transformer" else block_conf)
+        if body is None and block_conf:
+            raise TypeError(f"block: none takes no block options, got {sorted(block_conf)}")
+        for name, value in (("integrate_from", integrate_from), ("weights_from", weights_from)):
+            if value not in WEIGHT_SOURCES or (name == "integrate_from" and value == "upstream"):
+                raise ValueError(f"{name} must be one of {sorted(WEIGHT_SOURCES)} (integrate_from: context or local), "
+                                 f"got {value!r}")
+        weight_source = WEIGHT_SOURCES[weights_from](detach=detach_weight_input, centre=local_frame_centre)
+        weight_size = upstream_size if weights_from == "upstream" else input_size
+        if weight_predictor == "conv":
+            predictor = CIFWeightPredictor(weight_size, weight_kernel_size)
+        elif weight_predictor == "reference":
+            predictor = ReferenceCIFWeights(weight_size, weight_kernel_size, weight_dropout_rate)
+        else:
+            raise ValueError(f"weight_predictor must be conv or reference, got {weight_predictor!r}")
+        targets = {"ratio": lambda: RatioTarget(target_ratio, max_segments),
+                   "frames_per_segment": lambda: FramesPerSegmentTarget(frames_per_segment)}
+        if target not in targets:
+            raise ValueError(f"target must be ratio or frames_per_segment, got {target!r}")
+        poolings = {"alpha": AlphaWeightedSegments, "uniform": UniformSegments}
+        if segment_weights not in poolings:
+            raise ValueError(f"segment_weights must be 'alpha' or 'uniform', got {segment_weights!r}")
+        proj = build_projection(projection, input_size, token_width, dict(projection_conf or {}))
+        return cls(body, WEIGHT_SOURCES[integrate_from](), weight_source, predictor, targets[target](),
+                   ScaleToTarget(scaling_sum_eps, 1e-6 if scaling_sum_eps == 0.0 else 0.0, scaling_steps),
+                   poolings[segment_weights](),
+                   Firing(threshold, tail_threshold, max_segments, min_segments, tail_in_training), proj, token_width)
 
     def output_size(self) -> int:
         return self.token_width
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor, local_frames: Optional[torch.Tensor] = None,
-                upstream_frames: Optional[torch.Tensor] = None,
-                upstream_lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """frames (B, T, D) -> {"keywords" (B, N, W), "keyword_lengths" (B,), "alpha" (B, T_α),
-        "alpha_lengths" (B,), "fire_frames" (B, N) on α's frames, "quantity_loss" (),
-        "target_lengths" (B,) = S}; T_α = T unless weights_from is upstream (then T_u).
-        local_frames (B, T, D) for integrate_from/weights_from local; upstream_frames
-        (B, T_u, D_u) and upstream_lengths (B,) for weights_from upstream."""
-        if "local" in (self.integrate_from, self.weights_from) and (
-                local_frames is None or local_frames.shape != frames.shape):
-            raise ValueError("CIF integrate_from/weights_from 'local' needs local_frames shaped like the "
-                             f"frames {tuple(frames.shape)}, got "
-                             f"{None if local_frames is None else tuple(local_frames.shape)}")
-        if self.weights_from == "upstream" and (upstream_frames is None or upstream_lengths is None):
-            raise ValueError("CIF weights_from 'upstream' needs upstream_frames and upstream_lengths")
-        context = None
-        if "context" in (self.integrate_from, self.weights_from):  # unused otherwise: not computed
-            context = self.layer(frames, src_key_padding_mask=padding_mask(lengths, frames.size(1)))
-        x = local_frames if self.integrate_from == "local" else context
-        weight_input = {"local": local_frames, "context": context, "upstream": upstream_frames}[self.weights_from]
-        alpha_lengths = lengths
-        if self.weights_from == "upstream":
-            x = gather_to_rate(x, lengths, upstream_lengths, upstream_frames.size(1), self.local_frame_centre)
-            alpha_lengths = upstream_lengths
-        if self.detach_weight_input:
-            weight_input = weight_input.detach()
+    def _context(self, views: FrameViews) -> Optional[torch.Tensor]:
+        if not self.reads_context:  # neither integrated nor weighed: not computed
+            return None
+        return views.frames if self.block is None else self.block(views.frames, views.padding_mask())
+
+    def forward(self, views: FrameViews) -> Dict[str, torch.Tensor]:
+        """-> {"keywords" (B, N, W), "keyword_lengths" (B,), "alpha" (B, T_α), "alpha_lengths" (B,),
+        "fire_frames" (B, N) on α's frames, "quantity_loss" (), "target_lengths" (B,) = S}."""
+        context = self._context(views)
+        weight_input, alpha_lengths = self.weight_source.weight_input(views, context)
+        frames = self.weight_source.to_weight_rate(self.integrate_source.frames(views, context), views)
         alpha = self.weight_predictor(weight_input, alpha_lengths)  # (B, T_α)
-        target = target_lengths_from_frames(lengths, self.target_ratio, self.max_segments)
-        q_loss = quantity_loss(alpha, target)
-        fire_alpha = scale_to_target(alpha, target) if self.training else alpha
-        if self.segment_weights == "uniform":
-            fire_alpha = uniform_within_segments(fire_alpha, alpha_lengths, self.threshold)
-        segments, counts, fire_frames = integrate_and_fire(x, fire_alpha, alpha_lengths, self.threshold,
-                                                           self.tail_threshold)
-        if segments.size(1) > self.max_segments:
-            segments, fire_frames = segments[:, : self.max_segments], fire_frames[:, : self.max_segments]
-            counts = counts.clamp(max=self.max_segments)
+        target = self.target(views.lengths)
+        q_loss = quantity_loss(alpha, target)  # before the scaling: the order α's gradients are summed in
+        fire_alpha = self.pooling(self.scaling(alpha, target), alpha_lengths, self.firing.threshold)
+        segments, counts, fire_frames = self.firing(frames, fire_alpha, alpha_lengths, self.training)
         return {"keywords": self.proj(segments), "keyword_lengths": counts, "alpha": alpha,
                 "alpha_lengths": alpha_lengths, "fire_frames": fire_frames, "quantity_loss": q_loss,
                 "target_lengths": target}
 
-
-def gather_to_rate(frames: torch.Tensor, lengths: torch.Tensor, fine_lengths: torch.Tensor, num_fine: int,
-                   centre: float) -> torch.Tensor:
-    """(B, T, D) frames -> (B, T_u, D): fine frame t takes frame clamp(round((t − c) / r), 0, T − 1),
-    r = fine_lengths / lengths per utterance; rows at or beyond fine_lengths repeat the last frame."""
-    ratio = fine_lengths.to(torch.float32) / lengths.clamp(min=1).to(torch.float32)  # (B,)
-    fine = torch.arange(num_fine, device=frames.device, dtype=torch.float32)
-    index = torch.round((fine[None, :] - centre) / ratio[:, None]).long()
-    index = torch.minimum(index.clamp(min=0), (lengths - 1).clamp(min=0)[:, None])
-    return frames.gather(1, index[..., None].expand(-1, -1, frames.size(2)))
+    def frame_states(self, views: FrameViews) -> List[torch.Tensor]:
+        return [] if self.block is None else self.block.states(views.frames, views.padding_mask())[1:]

@@ -1,10 +1,13 @@
 """SpeechCLIPTask: the ESPnet task that builds every SpeechCLIP / SpeechCLIP+ variant from its slots.
 
 Slots (each a ``ClassChoices``, so ``--<slot> <choice> --<slot>_conf {...}`` on the command line or
-in YAML): ``upstream`` (s3prl), ``encoder`` (optional ESPnet encoder), ``parallel`` (optional
-parallel branch), ``segmenter`` (optional: ``cls`` = cascaded SpeechCLIP, ``cif`` = cascaded
-SpeechCLIP+), ``boundary_prior`` (optional: ``acoustic`` pseudo-boundaries for the CIF weights),
-``model``. Training data: ``speech`` (sound) and ``image_feats`` (npy, frozen CLIP
+in YAML): ``upstream`` (s3prl), ``encoder`` (optional ESPnet encoder), ``shared_block`` (optional:
+``cls_attention``, the block the SpeechCLIP+ Hybrid / Hybrid+ branches share), ``parallel``
+(optional: ``parallel`` = own CLS + Transformer, ``shared_cls`` = head on the shared block),
+``segmenter`` (optional: ``cls`` = cascaded SpeechCLIP, ``shared_cls`` = Hybrid's keyword tokens,
+``cif`` = cascaded SpeechCLIP+), ``boundary_prior`` (optional: ``acoustic`` pseudo-boundaries for
+the CIF weights), ``model``. Branch and segmenter classes are built with their ``from_config``,
+which turns the YAML options into parts (blocks, projections, CIF parts). Training data: ``speech`` (sound) and ``image_feats`` (npy, frozen CLIP
 image embeddings written by stage 3).
 """
 from __future__ import annotations
@@ -34,14 +37,15 @@ from typeguard import typechecked
 from espnet_speechclip.boundary_prior import AcousticBoundaryPrior
 from espnet_speechclip.branches.abs_branch import AbsBranch, AbsSegmenter
 from espnet_speechclip.branches.cascaded import CascadedBranch
-from espnet_speechclip.branches.parallel import ParallelBranch
-from espnet_speechclip.branches.segmenters import CIFSegmenter, CLSKeywordSegmenter
+from espnet_speechclip.branches.parallel import ParallelBranch, SharedTokenParallel
+from espnet_speechclip.branches.segmenters import CIFSegmenter, CLSKeywordSegmenter, SharedTokenKeywords
+from espnet_speechclip.branches.shared import SharedCLSBlock
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
 from espnet_speechclip.trainer import SpeechCLIPTrainer
 from espnet_speechclip.upstream import S3PRLWeightedSumUpstream
-from espnet_speechclip.vq_bridge import VQBridge
+from espnet_speechclip.vq_bridge import VQBridge, build_keyword_norm
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +55,12 @@ specaug_choices = ClassChoices("specaug", classes=dict(specaug=SpecAug), type_ch
                                optional=True)
 encoder_choices = ClassChoices("encoder", classes=dict(transformer=TransformerEncoder, conformer=ConformerEncoder),
                                type_check=AbsEncoder, default=None, optional=True)
-parallel_choices = ClassChoices("parallel", classes=dict(parallel=ParallelBranch), type_check=AbsBranch,
-                                default=None, optional=True)
-segmenter_choices = ClassChoices("segmenter", classes=dict(cls=CLSKeywordSegmenter, cif=CIFSegmenter),
+shared_block_choices = ClassChoices("shared_block", classes=dict(cls_attention=SharedCLSBlock),
+                                    type_check=SharedCLSBlock, default=None, optional=True)
+parallel_choices = ClassChoices("parallel", classes=dict(parallel=ParallelBranch, shared_cls=SharedTokenParallel),
+                                type_check=AbsBranch, default=None, optional=True)
+segmenter_choices = ClassChoices("segmenter", classes=dict(cls=CLSKeywordSegmenter, shared_cls=SharedTokenKeywords,
+                                                           cif=CIFSegmenter),
                                  type_check=AbsSegmenter, default=None, optional=True)
 boundary_prior_choices = ClassChoices("boundary_prior", classes=dict(acoustic=AcousticBoundaryPrior),
                                       type_check=AcousticBoundaryPrior, default=None, optional=True)
@@ -73,8 +80,8 @@ def read_vocab(path: str) -> torch.Tensor:
 
 class SpeechCLIPTask(AbsTask):
     num_optimizers: int = 1
-    class_choices_list = [upstream_choices, specaug_choices, encoder_choices, parallel_choices, segmenter_choices,
-                          boundary_prior_choices, model_choices]
+    class_choices_list = [upstream_choices, specaug_choices, encoder_choices, shared_block_choices, parallel_choices,
+                          segmenter_choices, boundary_prior_choices, model_choices]
     trainer = SpeechCLIPTrainer
 
     @classmethod
@@ -85,7 +92,8 @@ class SpeechCLIPTask(AbsTask):
         group.add_argument("--clip_vocab", type=str_or_none, default=None,
                            help="Reduced CLIP vocabulary (one token id per line), needed by cascaded models")
         group.add_argument("--vq_conf", action=NestedDictAction, default=dict(),
-                           help="VQBridge arguments: temperature, init_batchnorm_from_table")
+                           help="VQBridge arguments: temperature, init_batchnorm_from_table, keyword_norm "
+                                "(masked | padded | per_keyword)")
         group = parser.add_argument_group("Preprocess related")
         group.add_argument("--max_train_samples", type=int_or_none, default=102400,
                            help="Random crop of training audio (SpeechCLIP: 102400 samples)")
@@ -144,33 +152,43 @@ class SpeechCLIPTask(AbsTask):
         # 3. Frozen CLIP: its joint width sizes the branches, its token table feeds the VQ bridge.
         clip = FrozenCLIP(**args.clip_conf)
 
-        # 4. Parallel branch.
+        # 4. Optional attention block shared by both branches (SpeechCLIP+ Hybrid / Hybrid+).
+        shared_block = None
+        if getattr(args, "shared_block", None) is not None:  # absent from configs written before the slot
+            shared_block = shared_block_choices.get_class(args.shared_block).from_config(
+                input_size=frame_size, **args.shared_block_conf)
+
+        # 5. Parallel branch.
         parallel = None
         if args.parallel is not None:
-            parallel = parallel_choices.get_class(args.parallel)(
+            parallel = parallel_choices.get_class(args.parallel).from_config(
                 input_size=frame_size, embed_dim=clip.embed_dim, **args.parallel_conf)
 
-        # 5. Cascaded branch: segmenter -> VQ bridge onto the reduced vocabulary -> CLIP text tower.
+        # 6. Cascaded branch: segmenter -> keyword BatchNorm + VQ onto the reduced vocabulary -> CLIP text.
         cascaded = None
         if args.segmenter is not None:
             if args.clip_vocab is None:
                 raise ValueError("cascaded models need --clip_vocab (the reduced CLIP vocabulary of stage 3)")
-            # CIF weights may be predicted from the upstream frames (weights_from: upstream).
-            sizes = {"upstream_size": upstream_size} if args.segmenter == "cif" else {}
-            segmenter = segmenter_choices.get_class(args.segmenter)(
-                input_size=frame_size, token_width=clip.token_width, **sizes, **args.segmenter_conf)
+            segmenter_class = segmenter_choices.get_class(args.segmenter)
+            sizes = {"upstream_size": upstream_size} if segmenter_class is CIFSegmenter else {}
+            segmenter = segmenter_class.from_config(input_size=frame_size, token_width=clip.token_width, **sizes,
+                                                    **args.segmenter_conf)
             vocab = read_vocab(args.clip_vocab)
-            bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(clip.pad_id, clip.sot_id, clip.eot_id),
-                              **args.vq_conf)
+            table = clip.token_table(vocab)
+            vq_conf = dict(args.vq_conf)
+            norm = build_keyword_norm(vq_conf.pop("keyword_norm", "masked"), table, segmenter.num_keywords,
+                                      vq_conf.pop("init_batchnorm_from_table", True))
+            bridge = VQBridge(table, vocab, norm, masked_ids=(clip.pad_id, clip.sot_id, clip.eot_id), **vq_conf)
             cascaded = CascadedBranch(segmenter, bridge, clip)
 
-        # 6. Optional pseudo-boundary loss on the CIF weights (not in the papers), then the model.
+        # 7. Optional pseudo-boundary loss on the CIF weights (not in the papers), then the model.
         boundary_prior = None
         if args.boundary_prior is not None:
-            if args.segmenter != "cif":
+            if cascaded is None or not cascaded.segmenter.has_cif_weights:
                 raise ValueError(f"boundary_prior: {args.boundary_prior} trains CIF weights, but segmenter is "
                                  f"{args.segmenter!r}; use segmenter: cif")
             boundary_prior = boundary_prior_choices.get_class(args.boundary_prior)(**args.boundary_prior_conf)
         return model_choices.get_class(args.model)(upstream=upstream, specaug=specaug, encoder=encoder,
                                                    parallel=parallel, cascaded=cascaded,
-                                                   boundary_prior=boundary_prior, **args.model_conf)
+                                                   boundary_prior=boundary_prior, shared_block=shared_block,
+                                                   **args.model_conf)
