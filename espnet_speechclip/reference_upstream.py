@@ -124,7 +124,8 @@ class ReferenceHuBERTUpstream(AbsFrontend):
                              f"and {tuple(speech_lengths.shape)}")
         lengths = speech_lengths.tolist()
         if min(lengths) < 1 or max(lengths) > speech.size(1):
-            raise ValueError(f"speech_lengths {lengths} must lie in [1, {speech.size(1)}] (speech {tuple(speech.shape)})")
+            raise ValueError(f"speech_lengths {lengths} must lie in [1, {speech.size(1)}] "
+                             f"(speech {tuple(speech.shape)})")
         if max(lengths) < self.min_samples:
             raise ValueError(f"the longest utterance has {max(lengths)} samples; HuBERT's conv feature "
                              f"extractor needs at least {self.min_samples} for one frame")

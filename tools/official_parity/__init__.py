@@ -1,0 +1,1 @@
+"""Hand-run parity tools against the reference SpeechCLIP code (never imported by the package or tests)."""

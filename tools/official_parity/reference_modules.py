@@ -1,0 +1,129 @@
+"""Import the reference branch code from a checkout of ShampooWang/SpeechCLIP_plus, without its
+package ``__init__`` (which needs pytorch-lightning, fairseq and OpenAI's clip): the files the
+branches need are loaded one by one under their own module names, with small stand-ins for the
+OpenAI ``clip`` package, which only ``ClipModel.__init__`` uses (the tool never calls it)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+
+def _package(name: str) -> types.ModuleType:
+    module = sys.modules.get(name) or types.ModuleType(name)
+    module.__path__ = []
+    sys.modules[name] = module
+    return module
+
+
+def _load(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Reference:
+    def __init__(self, repo: Path):
+        src = repo / "avssl"
+        for name in ("avssl", "avssl.model", "avssl.module", "avssl.module.kw_modules",
+                     "avssl.module.speechclip_c_modules", "avssl.base", "avssl.util"):
+            _package(name)
+        clip_stub = _package("clip")
+        tokenizer_stub = types.ModuleType("clip.simple_tokenizer")
+        tokenizer_stub.SimpleTokenizer = object
+        sys.modules["clip.simple_tokenizer"] = tokenizer_stub
+        clip_stub.available_models = lambda: []
+        base = _load("avssl.base.ordered_namespace", src / "base/ordered_namespace.py")
+        sys.modules["avssl.base"].OrderedNamespace = base.OrderedNamespace
+        data_utils = _load("avssl.util.data_utils", src / "util/data_utils.py")
+        sys.modules["avssl.util"].get_keypadding_mask = data_utils.get_keypadding_mask
+        projections = _load("avssl.module.projections", src / "module/projections.py")
+        clip_official = _load("avssl.module.clip_official", src / "module/clip_official.py")
+        module = sys.modules["avssl.module"]
+        module.MLPLayers, module.ClipModel = projections.MLPLayers, clip_official.ClipModel
+        _load("avssl.module.cif", src / "module/cif.py")
+        kw = sys.modules["avssl.module.kw_modules"]
+        kw.TransformerModels = _load("avssl.module.kw_modules.TransformerModels",
+                                     src / "module/kw_modules/TransformerModels.py")
+        c_modules = sys.modules["avssl.module.speechclip_c_modules"]
+        c_modules.vector_quantizers = _load("avssl.module.speechclip_c_modules.vector_quantizers",
+                                            src / "module/speechclip_c_modules/my_vector_quantizer.py")
+        c_modules.kw_bn = _load("avssl.module.speechclip_c_modules.kw_bn", src / "module/speechclip_c_modules/kw_bn.py")
+        self.losses = _load("avssl.module.losses", src / "module/losses.py")
+        self.branches = _load("avssl.model.kw_branches", src / "model/kw_branches.py")
+        self.OrderedNamespace = base.OrderedNamespace
+        self.ClipModel = clip_official.ClipModel
+
+    def build_branch(self, config: dict, variant: str, audio_dim: int, text_dim: int, clip) -> torch.nn.Module:
+        """The reference branch exactly as ``KWClip_GeneralTransformer.__init__`` builds it."""
+        cfg = self.OrderedNamespace(config)
+        b = self.branches
+        if variant == "Parallel":
+            return b.KW_ParallelBranch(cfg, audio_dim, text_dim)
+        if variant == "Cascaded":
+            return b.KW_CascadedBranch(cfg, audio_dim, text_dim, clip)
+        if variant == "Cascaded+":
+            return b.KW_CascadedBranchPlus(cfg, audio_dim, text_dim, clip)
+        if variant == "Hybrid":
+            return b.KW_HybridBranch(cfg, audio_dim, text_dim, text_dim, clip)
+        return b.KW_HybridBranchPlus(cfg, audio_dim, text_dim, text_dim, clip)
+
+    def loss(self, config: dict) -> torch.nn.Module:
+        return self.losses.MaskedContrastiveLoss(**config["cl_loss"]["args"])
+
+    def run_branch(self, branch, variant: str, feats: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """The reference forward (as ``KWClip_GeneralTransformer.forward`` calls it), with the
+        keywords captured before and after the keyword BatchNorm."""
+        captured = {}
+        hooks = []
+        if variant != "Parallel":
+            hooks.append(branch.linear_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("before", o)))
+            hooks.append(branch.bn_layer.register_forward_hook(lambda m, i, o: captured.__setitem__("after", o)))
+        other = None
+        if variant.endswith("+"):
+            other = {"global_step": 0, "target_len": (lengths / 20).round().long()}
+        try:
+            out = branch(feats, lengths, other) if other is not None or variant != "Parallel" else branch(feats, lengths)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        result = {k: out[k] for k in ("parallel_audio_feat", "cascaded_audio_feat") if out[k] is not None}
+        if variant == "Parallel":
+            return result
+        batch = feats.size(0)
+        dsample = out["dsample_results"]
+        result["keywords_before_bn"], result["keywords_after_bn"] = captured["before"], captured["after"]
+        result["token_rows"] = out["vq_results"]["targets"].reshape(batch, -1)
+        if dsample is None:
+            result["keyword_lengths"] = torch.full((batch,), branch.keyword_num, dtype=torch.long)
+            return result
+        result["keyword_lengths"] = dsample["dsample_feats_length"]
+        result["alpha"] = dsample["orig_alpha"]
+        result["quantity_loss"] = torch.nn.functional.l1_loss(dsample["quantity_out"], dsample["target_len"].float())
+        if branch.training:  # at inference the reference's tail handling rewrites fired_marks by column
+            fired = dsample["fired_marks"]
+            width = int(fired.sum(1).max())
+            result["fire_frames"] = torch.stack([torch.cat([row.nonzero().flatten(), row.new_full(
+                (width - int(row.sum()),), -1, dtype=torch.long)]) for row in fired])
+        return result
+
+    @staticmethod
+    def first_fires(ours: torch.Tensor, ref_out: dict) -> torch.Tensor:
+        """This plugin's fire frames (one per segment) as the reference marks them: the distinct
+        frames where at least one segment fires, padded with -1 to the reference's width."""
+        if "fire_frames" not in ref_out:
+            return ours.new_zeros(0)
+        width = ref_out["fire_frames"].size(1)
+        rows = [torch.unique(row[row >= 0]) for row in ours]
+        return torch.stack([torch.cat([r, r.new_full((width - len(r),), -1)])[:width] for r in rows])
+
+
+def load_reference(repo: Path) -> Reference:
+    if not (repo / "avssl/model/kw_branches.py").is_file():
+        raise FileNotFoundError(f"{repo}: not a checkout of ShampooWang/SpeechCLIP_plus (no avssl/model/kw_branches.py)")
+    return Reference(repo)
