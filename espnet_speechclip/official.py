@@ -41,8 +41,13 @@ def _block_conf(transformer_args: Mapping, context: str) -> Tuple[str, Dict]:
         return "attention_norm", {"attention_heads": transformer_args["nhead"],
                                   "dropout_rate": transformer_args.get("dropout", 0.1),
                                   "layer_norm_eps": transformer_args.get("layer_norm_eps", 1e-5)}
-    raise ValueError(f"{context}.transformer_args.type {kind!r}: only MultiheadAttentionAndNorm is used by the "
-                     f"published cascaded / hybrid models")
+    if kind == "TransformerEncoder":
+        return "transformer", {"num_layers": transformer_args.get("n_layers", 1), "attention_heads": transformer_args["nhead"],
+                               "linear_units": transformer_args["dim_feedforward"],
+                               "dropout_rate": transformer_args.get("dropout", 0.1), "final_norm": True,
+                               "layer_norm_eps": transformer_args.get("layer_norm_eps", 1e-5)}
+    raise ValueError(f"{context}.transformer_args.type {kind!r}: not a block of the published models "
+                     f"(MultiheadAttentionAndNorm, TransformerEncoder)")
 
 
 def _projection(conf, context: str) -> Dict:
@@ -163,7 +168,9 @@ _RULES: Dict[str, List[Tuple[str, str]]] = {
                   (r"^cascaded_branch\.downsampling\.conv\.0\.", "cascaded.segmenter.weight_predictor.conv."),
                   (r"^cascaded_branch\.downsampling\.weight_proj\.1\.", "cascaded.segmenter.weight_predictor.proj."),
                   (r"^cascaded_branch\.bn_layer\.bn_layer\.", "cascaded.bridge.batchnorm.")],
-    "Hybrid": [(r"^cascaded_branch\.parallel_cls$", "shared_block.parallel_cls"),
+    "Hybrid": [(r"^cascaded_branch\.self_att\.model\.layers\.", "shared_block.block.encoder.layers."),
+               (r"^cascaded_branch\.self_att\.model\.norm\.", "shared_block.block.final_norm."),
+               (r"^cascaded_branch\.parallel_cls$", "shared_block.parallel_cls"),
                (r"^cascaded_branch\.cascaded_cls$", "shared_block.keyword_cls"),
                (r"^cascaded_branch\.self_att\.multihead_attn_layer\.", "shared_block.block.attention."),
                (r"^cascaded_branch\.self_att\.attentionBlock_Norm\.", "shared_block.block.norm."),

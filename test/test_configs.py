@@ -7,6 +7,7 @@ import yaml
 
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
+from espnet_speechclip.branches.blocks import BLOCKS
 from espnet_speechclip.vq_bridge import VQBridge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,8 +15,14 @@ CONFIGS = sorted(p for p in ROOT.glob("egs2/*/speechclip1/conf/**/*.yaml") if p.
 
 
 def accepted(cls):
-    return set(inspect.signature(cls.__init__).parameters) - {"self", "input_size", "token_width", "embed_dim",
-                                                               "table", "token_ids", "masked_ids"}
+    """Options a class takes from YAML: its ``from_config`` (parts-based classes) or constructor;
+    a ``**block_conf`` catch-all takes the options of the registered blocks."""
+    signature = inspect.signature(getattr(cls, "from_config", cls.__init__))
+    names = set(signature.parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        names |= set().union(*(inspect.signature(b.__init__).parameters for b in BLOCKS.values()))
+    return names - {"self", "cls", "input_size", "token_width", "embed_dim", "table", "token_ids", "masked_ids",
+                    "upstream_size", "norm"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -35,7 +42,8 @@ def test_config_keys_are_known(path):
         unknown = set(conf) - accepted(cls)
         assert not unknown, f"{path}: {slot}_conf has unknown keys {unknown}"
     assert not set(config.get("clip_conf", {})) - accepted(FrozenCLIP)
-    assert not set(config.get("vq_conf", {})) - accepted(VQBridge)
+    # keyword_norm and init_batchnorm_from_table choose the bridge's BatchNorm (build_keyword_norm).
+    assert not set(config.get("vq_conf", {})) - accepted(VQBridge) - {"keyword_norm", "init_batchnorm_from_table"}
 
 
 def test_there_are_ten_paper_configs():

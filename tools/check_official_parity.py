@@ -49,10 +49,11 @@ CONFIGS = {
     ("Cascaded+", "large"): "config/speechCLIP+/model_large/flickr/spchclip_c+.yaml",
     ("Hybrid", "base"): "config/speechCLIP+/model_base/spchclip_h.yaml",
     ("Hybrid", "large"): "config/speechCLIP+/model_large/flickr/spchclip_h.yaml",
+    ("Hybrid", "large-coco"): "config/speechCLIP+/model_large/coco/spchclip_h.yaml",  # a TransformerEncoder block
     ("Hybrid+", "base"): "config/speechCLIP+/model_base/spchclip_h+.yaml",
     ("Hybrid+", "large"): "config/speechCLIP+/model_large/flickr/spchclip_h+.yaml",
 }
-WIDTHS = {"base": (768, 512), "large": (1024, 768)}  # (upstream D, CLIP token width = joint width)
+WIDTHS = {"base": (768, 512), "large": (1024, 768), "large-coco": (1024, 768)}  # (upstream D, CLIP token width = joint width)
 LENGTHS = [61, 47, 34, 58]  # frames of the padded batch; CIF fires ~3 segments on the shortest
 
 
@@ -218,7 +219,7 @@ def main() -> None:
                 continue
             for name, diff, note in check(variant, size_name, repo, reference, Path(tmp)):
                 worst = max(worst, diff) if diff == diff else float("inf")
-                print(f"{variant:9s} {size_name:5s} {name:45s} {diff:.2e} {note}")
+                print(f"{variant:9s} {size_name:10s} {name:45s} {diff:.2e} {note}")
     if not args.skip_upstream:
         from official_parity.upstream import check_upstream
         for name, diff in check_upstream(str(repo)):

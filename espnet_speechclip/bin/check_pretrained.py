@@ -57,7 +57,9 @@ def main(cmd=None):
         if args.stage <= 5 and args.stop_stage >= 3:
             check_clip_weights(name, pretrained)
         upstream_conf = dict(config.get("upstream_conf") or {})
-        if args.stage <= 4 <= args.stop_stage:
+        if args.stage <= 4 <= args.stop_stage and config.get("upstream") == "reference_hubert":
+            check_upstream_weights("hubert_local", upstream_conf.get("path_or_url"))  # s3prl's converted format
+        elif args.stage <= 4 <= args.stop_stage:
             upstream = upstream_conf.get("name", "hubert")
             check_upstream_weights(upstream, upstream_conf.get("path_or_url"), upstream_conf.get("extra_conf"))
             if upstream not in _LOCAL_NAMES and "random_hubert" not in upstream_conf:

@@ -46,22 +46,27 @@ class TransformerBlock(AbsFrameBlock):
     """``num_layers`` post-LN Transformer encoder layers (GELU), optionally a final LayerNorm.
 
     Args (SpeechCLIP parallel branch, base / large): input_size D 768 / 1024, attention_heads 8,
-    linear_units 3072 / 4096, dropout_rate 0.1, num_layers 1.
+    linear_units 3072 / 4096, dropout_rate 0.1, num_layers 1; final_norm: a LayerNorm after the
+    layers (the reference ``TransformerEncoder`` block, e.g. the shared block of SpokenCOCO's
+    large Hybrid; the parallel branch keeps its own norm outside the block).
     """
 
     def __init__(self, input_size: int, attention_heads: int = 8, linear_units: int = 3072,
-                 dropout_rate: float = 0.1, num_layers: int = 1):
+                 dropout_rate: float = 0.1, num_layers: int = 1, final_norm: bool = False,
+                 layer_norm_eps: float = 1e-5):
         super().__init__()
         layer = nn.TransformerEncoderLayer(input_size, attention_heads, linear_units, dropout_rate,
-                                           activation="gelu", batch_first=True, norm_first=False)
+                                           activation="gelu", batch_first=True, norm_first=False,
+                                           layer_norm_eps=layer_norm_eps)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(input_size) if final_norm else nn.Identity()
         self.size = input_size
 
     def output_size(self) -> int:
         return self.size
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x, src_key_padding_mask=padding_mask)
+        return self.final_norm(self.encoder(x, src_key_padding_mask=padding_mask))
 
     def states(self, x: torch.Tensor, padding_mask: torch.Tensor) -> List[torch.Tensor]:
         out = [x]

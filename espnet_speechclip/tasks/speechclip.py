@@ -1,7 +1,7 @@
 """SpeechCLIPTask: the ESPnet task that builds every SpeechCLIP / SpeechCLIP+ variant from its slots.
 
 Slots (each a ``ClassChoices``, so ``--<slot> <choice> --<slot>_conf {...}`` on the command line or
-in YAML): ``upstream`` (s3prl), ``encoder`` (optional ESPnet encoder), ``shared_block`` (optional:
+in YAML): ``upstream`` (``s3prl``, or ``reference_hubert``: the SpeechCLIP reference's own HuBERT forward), ``encoder`` (optional ESPnet encoder), ``shared_block`` (optional:
 ``cls_attention``, the block the SpeechCLIP+ Hybrid / Hybrid+ branches share), ``parallel``
 (optional: ``parallel`` = own CLS + Transformer, ``shared_cls`` = head on the shared block),
 ``segmenter`` (optional: ``cls`` = cascaded SpeechCLIP, ``shared_cls`` = Hybrid's keyword tokens,
@@ -44,12 +44,14 @@ from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
 from espnet_speechclip.trainer import SpeechCLIPTrainer
+from espnet_speechclip.reference_upstream import ReferenceHuBERTUpstream
 from espnet_speechclip.upstream import S3PRLWeightedSumUpstream
 from espnet_speechclip.vq_bridge import VQBridge, build_keyword_norm
 
 logger = logging.getLogger(__name__)
 
-upstream_choices = ClassChoices("upstream", classes=dict(s3prl=S3PRLWeightedSumUpstream),
+upstream_choices = ClassChoices("upstream", classes=dict(s3prl=S3PRLWeightedSumUpstream,
+                                                        reference_hubert=ReferenceHuBERTUpstream),
                                 type_check=AbsFrontend, default="s3prl")
 specaug_choices = ClassChoices("specaug", classes=dict(specaug=SpecAug), type_check=AbsSpecAug, default=None,
                                optional=True)
