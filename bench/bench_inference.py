@@ -68,7 +68,11 @@ def build_model(layers: int, vocab_size: int, work: Path):
 
 def set_cif_rate(model, rate: float) -> None:
     """Constant alpha = rate: the firing rate of a trained SpeechCLIP+ model (see the docstring)."""
-    proj = model.cascaded.segmenter.weight_predictor.proj
+    segmenter = model.cascaded.segmenter
+    if not segmenter.has_cif_weights:
+        raise ValueError(f"--cif_rate needs a CIF segmenter, the config builds {type(segmenter).__name__}")
+    # Both weight predictors (cif.CIFWeightPredictor, cif_parts.ReferenceCIFWeights) end in proj -> sigmoid.
+    proj = segmenter.weight_predictor.proj
     with torch.no_grad():
         proj.weight.zero_()
         proj.bias.fill_(float(np.log(rate / (1.0 - rate))))

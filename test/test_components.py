@@ -6,7 +6,7 @@ import torch
 from espnet_speechclip.clip_adapter import FrozenCLIP, MissingCheckpointError
 from espnet_speechclip.losses import InfoNCELoss, image_groups_from_embeddings
 from espnet_speechclip.preprocessor import SpeechCLIPPreprocessor
-from espnet_speechclip.vq_bridge import VQBridge, token_perplexity
+from espnet_speechclip.vq_bridge import VQBridge, build_keyword_norm, token_perplexity
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def make_bridge(seed=0, vocab=6, width=4):
     gen = torch.Generator().manual_seed(seed)
     table = torch.randn(vocab, width, generator=gen)
     ids = torch.tensor([0, 11, 12, 13, 49406, 49407])[:vocab]
-    return VQBridge(table, ids, masked_ids=(0, 49406, 49407))
+    return VQBridge(table, ids, build_keyword_norm("masked", table, None), masked_ids=(0, 49406, 49407))
 
 
 def test_vq_forward_is_the_chosen_table_row_and_never_a_masked_one():

@@ -9,9 +9,10 @@ from espnet_speechclip.branches.parallel import ParallelBranch
 from espnet_speechclip.branches.segmenters import CIFSegmenter
 from espnet_speechclip.clip_adapter import FrozenCLIP
 from espnet_speechclip.espnet_model import ESPnetSpeechCLIPModel
+from espnet_speechclip.frame_views import FrameViews
 from espnet_speechclip.tasks.speechclip import read_vocab
 from espnet_speechclip.upstream import S3PRLWeightedSumUpstream, write_random_hubert_checkpoint
-from espnet_speechclip.vq_bridge import VQBridge
+from espnet_speechclip.vq_bridge import VQBridge, build_keyword_norm
 
 SMALL_HUBERT = {"encoder_layers": 2, "encoder_embed_dim": 48, "encoder_ffn_embed_dim": 96,
                 "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
@@ -46,9 +47,12 @@ def build_hybrid_plus(hubert_ckpt, tiny_clip):
     upstream = S3PRLWeightedSumUpstream(name="hubert_local", path_or_url=hubert_ckpt)
     clip = FrozenCLIP(**tiny_clip)
     vocab = read_vocab(str(Path(tiny_clip["model_config"]).parent / "vocab.txt"))
-    parallel = ParallelBranch(48, clip.embed_dim, attention_heads=2, linear_units=64)
-    segmenter = CIFSegmenter(48, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.1)
-    bridge = VQBridge(clip.token_table(vocab), vocab, masked_ids=(0, clip.sot_id, clip.eot_id))
+    parallel = ParallelBranch.from_config(48, clip.embed_dim, attention_heads=2, linear_units=64)
+    segmenter = CIFSegmenter.from_config(input_size=48, token_width=clip.token_width, upstream_size=48,
+                                         attention_heads=2, linear_units=64, target_ratio=0.1)
+    table = clip.token_table(vocab)
+    bridge = VQBridge(table, vocab, build_keyword_norm("masked", table, segmenter.num_keywords),
+                      masked_ids=(0, clip.sot_id, clip.eot_id))
     return ESPnetSpeechCLIPModel(upstream, None, None, parallel, CascadedBranch(segmenter, bridge, clip))
 
 
@@ -93,35 +97,39 @@ def test_cif_local_integration_takes_segments_from_the_encoder_input_layer(huber
     model.encoder = TransformerEncoder(48, output_size=32, attention_heads=2, linear_units=64, num_blocks=1,
                                        input_layer="conv1d2")
     clip = model.cascaded.clip
-    model.parallel = ParallelBranch(32, clip.embed_dim, attention_heads=2, linear_units=64)
-    segmenter = CIFSegmenter(32, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.2,
-                             integrate_from="local")
+    model.parallel = ParallelBranch.from_config(32, clip.embed_dim, attention_heads=2, linear_units=64)
+    segmenter = CIFSegmenter.from_config(input_size=32, token_width=clip.token_width, upstream_size=48,
+                                         attention_heads=2, linear_units=64, target_ratio=0.2, integrate_from="local")
     model.cascaded.segmenter = segmenter
     model.eval()
     speech, lengths = torch.randn(2, 24000), torch.tensor([24000, 16000])
     with torch.no_grad():
         views = model.encode_frames(speech, lengths)
-        frames, frame_lengths, local = views["frames"], views["lengths"], views["local_frames"]
+        assert isinstance(views, FrameViews) and views.tokens == {}
+        frames, frame_lengths, local = views.frames, views.lengths, views.local
         up, up_lengths = model.upstream(speech, lengths)
-        torch.testing.assert_close(views["upstream_frames"], up)
-        assert torch.equal(views["upstream_lengths"], up_lengths)
+        torch.testing.assert_close(views.upstream, up)
+        assert torch.equal(views.upstream_lengths, up_lengths)
         expected_local = model.encoder.embed(up, None)[0]
         assert local.shape == frames.shape and not torch.allclose(local, frames)
         torch.testing.assert_close(local, expected_local[:, : frames.size(1)])
-        out = segmenter(frames, frame_lengths, local_frames=local)
+        out = segmenter(views)
         # Same α and firings whatever is integrated; the contents follow the local frames only.
-        shifted = segmenter(frames, frame_lengths, local_frames=local + 1.0)
+        shifted = segmenter(FrameViews(frames, frame_lengths, local + 1.0, up, up_lengths))
         torch.testing.assert_close(out["alpha"], shifted["alpha"])
         assert torch.equal(out["fire_frames"], shifted["fire_frames"])
         assert not torch.allclose(out["keywords"], shifted["keywords"])
-        context = CIFSegmenter(32, clip.token_width, attention_heads=2, linear_units=64, target_ratio=0.2).eval()
+        context = CIFSegmenter.from_config(input_size=32, token_width=clip.token_width, upstream_size=48,
+                                           attention_heads=2, linear_units=64, target_ratio=0.2).eval()
         context.load_state_dict(segmenter.state_dict())
-        ignored = context(frames, frame_lengths, local_frames=local + 1.0)
-        torch.testing.assert_close(ignored["keywords"], context(frames, frame_lengths)["keywords"])
-    with pytest.raises(ValueError, match="local_frames"):
-        segmenter(frames, frame_lengths)
+        ignored = context(FrameViews(frames, frame_lengths, local + 1.0, up, up_lengths))
+        torch.testing.assert_close(ignored["keywords"], context(views)["keywords"])
+    # No views without the local frames (the old forward raised when local_frames was missing).
+    with pytest.raises(TypeError, match="local"):
+        FrameViews(frames, frame_lengths)
     with pytest.raises(ValueError, match="integrate_from"):
-        CIFSegmenter(32, clip.token_width, integrate_from="nearby")
+        CIFSegmenter.from_config(input_size=32, token_width=clip.token_width, upstream_size=48,
+                                 integrate_from="nearby")
     model.train()
     loss, _, _ = model(speech, lengths, torch.randn(2, clip.embed_dim))
     loss.backward()
@@ -133,23 +141,28 @@ def test_cif_local_weights_come_from_the_local_frames_only():
     """weights_from local: α is the weight predictor on the local frames; the contextual frames
     (and the segmenter's self-attention) no longer move it, but still fill the segments."""
     torch.manual_seed(0)
-    segmenter = CIFSegmenter(16, 8, attention_heads=2, linear_units=32, dropout_rate=0.0, target_ratio=0.2,
-                             weights_from="local").eval()
+    segmenter = CIFSegmenter.from_config(input_size=16, token_width=8, upstream_size=16, attention_heads=2,
+                                         linear_units=32, dropout_rate=0.0, target_ratio=0.2,
+                                         weights_from="local").eval()
     frames, local, lengths = torch.randn(2, 30, 16), torch.randn(2, 30, 16), torch.tensor([30, 21])
+
+    def views(frames, local):  # no encoder: the upstream view is the frames themselves
+        return FrameViews(frames, lengths, local, frames, lengths)
+
     with torch.no_grad():
-        out = segmenter(frames, lengths, local_frames=local)
+        out = segmenter(views(frames, local))
         torch.testing.assert_close(out["alpha"], segmenter.weight_predictor(local, lengths))
-        moved = segmenter(frames + 1.0, lengths, local_frames=local)
+        moved = segmenter(views(frames + 1.0, local))
         torch.testing.assert_close(moved["alpha"], out["alpha"])
         assert torch.equal(moved["fire_frames"], out["fire_frames"])
         assert not torch.allclose(moved["keywords"], out["keywords"])
-    with pytest.raises(ValueError, match="local_frames"):
-        segmenter(frames, lengths)
+    with pytest.raises(TypeError, match="local"):
+        FrameViews(frames, lengths)
     with pytest.raises(ValueError, match="weights_from"):
-        CIFSegmenter(16, 8, weights_from="nearby")
+        CIFSegmenter.from_config(input_size=16, token_width=8, upstream_size=16, weights_from="nearby")
     # Gradients reach the local frames through α only.
     local.requires_grad_(True)
-    segmenter.train()(frames, lengths, local_frames=local)["quantity_loss"].backward()
+    segmenter.train()(views(frames, local))["quantity_loss"].backward()
     assert local.grad is not None and local.grad.abs().sum() > 0
 
 
@@ -183,9 +196,10 @@ def test_detached_weight_input_keeps_alpha_losses_out_of_the_frames():
     torch.manual_seed(0)
     frames, lengths = torch.randn(2, 30, 16), torch.tensor([30, 21])
     for detach in (False, True):
-        segmenter = CIFSegmenter(16, 8, attention_heads=2, linear_units=32, dropout_rate=0.0, target_ratio=0.2,
-                                 integrate_from="local", weights_from="local", detach_weight_input=detach)
+        segmenter = CIFSegmenter.from_config(input_size=16, token_width=8, upstream_size=16, attention_heads=2,
+                                             linear_units=32, dropout_rate=0.0, target_ratio=0.2,
+                                             integrate_from="local", weights_from="local", detach_weight_input=detach)
         local = torch.randn(2, 30, 16, requires_grad=True)
-        segmenter(frames, lengths, local_frames=local)["quantity_loss"].backward()
+        segmenter(FrameViews(frames, lengths, local, frames, lengths))["quantity_loss"].backward()
         assert (local.grad is None) == detach
         assert segmenter.weight_predictor.proj.weight.grad.abs().sum() > 0

@@ -19,13 +19,19 @@ def test_s3prl_upstream_finds_it_and_gives_frame_rate_states(exp):
     register()
     from s3prl.nn import S3PRLUpstream
 
+    from espnet_speechclip.inference import SpeechCLIP
+
     full = S3PRLUpstream("speechclip_local", path_or_url=str(exp)).eval()
     bare = S3PRLUpstream("speechclip_upstream_local", path_or_url=str(exp)).eval()
-    # tiny configs: s3prl fbank (1 state) + the trained encoder's output
-    assert (full.num_layers, bare.num_layers) == (2, 1)
-    assert full.downsample_rates == [160, 160] and bare.downsample_rates == [160]
+    with torch.no_grad():
+        branch_states, _ = SpeechCLIP.from_pretrained(str(exp)).model.branch_frame_states(
+            torch.zeros(1, 16000), torch.tensor([16000]))
+    assert len(branch_states) >= 1  # the parallel branch's layer at least
+    # tiny configs: s3prl fbank (1 state) + the trained encoder's output + the branches' frame states
+    assert (full.num_layers, bare.num_layers) == (2 + len(branch_states), 1)
+    assert full.downsample_rates == [160] * full.num_layers and bare.downsample_rates == [160]
     # fbank (80 mel + deltas) and the 32-d encoder output, zero-padded to one width for s3prl's weighted sum
-    assert full.hidden_sizes == [bare.hidden_sizes[0]] * 2 and bare.hidden_sizes[0] >= 32
+    assert full.hidden_sizes == [bare.hidden_sizes[0]] * full.num_layers and bare.hidden_sizes[0] >= 32
     wavs = torch.zeros(2, 16000)
     wavs[0] = torch.from_numpy(tone(1.0, freq=300))
     wavs[1, :8000] = torch.from_numpy(tone(0.5, freq=700))
@@ -33,7 +39,9 @@ def test_s3prl_upstream_finds_it_and_gives_frame_rate_states(exp):
     with torch.no_grad():
         states, state_lengths = full(wavs, lengths)
         bare_states, _ = bare(wavs, lengths)
-    assert [s.shape[:2] for s in states] == [(2, 100), (2, 100)]
+    assert [s.shape[:2] for s in states] == [(2, 100)] * full.num_layers
+    for branch_state in states[2:]:  # learnt by the visually grounded training, not a copy of the encoder
+        assert branch_state[0].abs().sum() > 0 and not torch.equal(branch_state, states[1])
     assert state_lengths[0].tolist() == [100, 50]
     torch.testing.assert_close(states[0][..., : bare_states[0].size(-1)], bare_states[0])
     encoded = states[1][..., :32]

@@ -124,7 +124,8 @@ class CIFSegmenter(AbsSegmenter):
         self.firing = firing
         self.proj = projection
         self.token_width = token_width
-        self.reads_context = isinstance(integrate_source, ContextFrames) or isinstance(weight_source, ContextFrames)
+        # exact types: the local and upstream sources subclass ContextFrames
+        self.reads_context = type(integrate_source) is ContextFrames or type(weight_source) is ContextFrames
 
     @classmethod
     def from_config(cls, input_size: int, token_width: int, upstream_size: int, block: str = "transformer",
@@ -192,4 +193,6 @@ class CIFSegmenter(AbsSegmenter):
                 "target_lengths": target}
 
     def frame_states(self, views: FrameViews) -> List[torch.Tensor]:
-        return [] if self.block is None else self.block.states(views.frames, views.padding_mask())[1:]
+        if self.block is None or not self.reads_context:  # a block this configuration never runs learnt nothing
+            return []
+        return self.block.states(views.frames, views.padding_mask())[1:]

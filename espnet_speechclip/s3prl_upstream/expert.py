@@ -2,11 +2,14 @@
 
 ``hidden_states`` holds the frame-rate representations only, at the upstream's frame rate:
 
-    [upstream layer 0, ..., upstream layer L-1, speech encoder output]
+    [upstream layer 0, ..., upstream layer L-1, speech encoder output, branch states...]
 
-The encoder output (or, for a model without an encoder, the learned weighted sum of the upstream
-layers it feeds to the branches) is repeated to the upstream's frame rate (nearest frame) when the
-encoder subsamples. s3prl's weighted sum needs one width, so narrower states are zero-padded to the
+The branch states are what the visually grounded training learnt at frame rate, in the order of
+the reference ``feature_extractor_s3prl``: the output of each layer of the shared block (Hybrid /
+Hybrid+) or of the cascaded branch's block, then of each parallel-branch layer (learned tokens left
+out; ``ESPnetSpeechCLIPModel.branch_frame_states``). The encoder output (or, for a model without an
+encoder, the learned weighted sum of the upstream layers it feeds to the branches) and the branch
+states are repeated to the upstream's frame rate (nearest frame) when the encoder subsamples. s3prl's weighted sum needs one width, so narrower states are zero-padded to the
 widest: a weighted sum followed by the downstream's linear projector then sees every state. The
 utterance-level outputs (CLS embedding, keywords) are not frame-rate features and are left out.
 With ``bare=True`` only the upstream's own layers are returned: the baseline the probe compares to.
@@ -41,6 +44,7 @@ class UpstreamExpert(nn.Module):
         model = SpeechCLIP.from_pretrained(ckpt).model
         self.upstream = model.upstream
         self.encoder = None if bare else model.encoder
+        self.model = None if bare else model
         self.bare = bare
         self.eval()
 
@@ -53,7 +57,13 @@ class UpstreamExpert(nn.Module):
         if self.encoder is None:
             return frames
         enc, enc_lengths, _ = self.encoder(frames, frame_lengths)
-        out = enc.new_zeros(enc.size(0), frames.size(1), enc.size(2))
+        return self._to_rate(enc, enc_lengths, frames.size(1), frame_lengths)
+
+    @staticmethod
+    def _to_rate(enc: torch.Tensor, enc_lengths: torch.Tensor, num_frames: int, frame_lengths: torch.Tensor
+                 ) -> torch.Tensor:
+        """(B, T', D') at the encoder's rate -> (B, num_frames, D'), nearest frame."""
+        out = enc.new_zeros(enc.size(0), num_frames, enc.size(2))
         for i in range(enc.size(0)):
             valid = enc[i:i + 1, : max(int(enc_lengths[i]), 1)].transpose(1, 2)  # (1, D', T_enc)
             size = int(frame_lengths[i])
@@ -72,6 +82,10 @@ class UpstreamExpert(nn.Module):
         states = list(states)
         if not self.bare:
             states.append(self._encoded(states, state_lengths))
+            branch_states, branch_lengths = self.model.branch_frame_states(
+                speech, torch.tensor([len(w) for w in padded], device=speech.device))
+            rate_lengths = state_lengths[0] if isinstance(state_lengths, (list, tuple)) else state_lengths
+            states += [self._to_rate(s, branch_lengths, states[0].size(1), rate_lengths) for s in branch_states]
         rate = self.get_downsample_rates("hidden_states")
         frames = int((lengths.max() - 1) // rate + 1)  # what s3prl expects for the true lengths
         width = max(s.size(-1) for s in states)
