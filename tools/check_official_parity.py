@@ -29,7 +29,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_parity.reference_modules import load_reference  # noqa: E402
+from official_parity.reference_modules import load_reference, load_speechclip_reference  # noqa: E402
 
 from espnet_speechclip.branches.cascaded import CascadedBranch  # noqa: E402
 from espnet_speechclip.clip_adapter import FrozenCLIP  # noqa: E402
@@ -206,18 +206,30 @@ def check(variant: str, size_name: str, repo: Path, reference, tmp: Path) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official_repo", required=True, help="checkout of ShampooWang/SpeechCLIP_plus")
+    parser.add_argument("--speechclip_repo", default=None,
+                        help="checkout of atosystem/SpeechCLIP, whose code trained the published Parallel and "
+                             "Cascaded models (SpeechCLIP_plus's own KW_ParallelBranch cannot run: its "
+                             "self_att is None); without it those two are checked against SpeechCLIP_plus, "
+                             "Parallel not at all")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--variants", default="Parallel,Cascaded,Cascaded+,Hybrid,Hybrid+")
     parser.add_argument("--skip_upstream", action="store_true", help="do not run the HuBERT forward check")
     args = parser.parse_args()
     repo = Path(args.official_repo)
-    reference = load_reference(repo)
+    plus = load_reference(repo)
+    speechclip = None if args.speechclip_repo is None else load_speechclip_reference(Path(args.speechclip_repo))
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for variant, size_name in CONFIGS:
             if variant not in args.variants.split(","):
                 continue
-            for name, diff, note in check(variant, size_name, repo, reference, Path(tmp)):
+            reference, config_repo = plus, repo
+            if variant in ("Parallel", "Cascaded") and speechclip is not None:
+                reference, config_repo = speechclip, Path(args.speechclip_repo)
+            elif variant == "Parallel":
+                print("Parallel: skipped (give --speechclip_repo)")
+                continue
+            for name, diff, note in check(variant, size_name, config_repo, reference, Path(tmp)):
                 worst = max(worst, diff) if diff == diff else float("inf")
                 print(f"{variant:9s} {size_name:10s} {name:45s} {diff:.2e} {note}")
     if not args.skip_upstream:

@@ -28,7 +28,7 @@ def _load(name: str, path: Path) -> types.ModuleType:
 
 
 class Reference:
-    def __init__(self, repo: Path):
+    def __init__(self, repo: Path, load_branches: bool = True):
         src = repo / "avssl"
         for name in ("avssl", "avssl.model", "avssl.module", "avssl.module.kw_modules",
                      "avssl.module.speechclip_c_modules", "avssl.base", "avssl.util"):
@@ -46,7 +46,8 @@ class Reference:
         clip_official = _load("avssl.module.clip_official", src / "module/clip_official.py")
         module = sys.modules["avssl.module"]
         module.MLPLayers, module.ClipModel = projections.MLPLayers, clip_official.ClipModel
-        _load("avssl.module.cif", src / "module/cif.py")
+        if (src / "module/cif.py").is_file():  # SpeechCLIP+ only
+            _load("avssl.module.cif", src / "module/cif.py")
         kw = sys.modules["avssl.module.kw_modules"]
         kw.TransformerModels = _load("avssl.module.kw_modules.TransformerModels",
                                      src / "module/kw_modules/TransformerModels.py")
@@ -55,7 +56,8 @@ class Reference:
                                             src / "module/speechclip_c_modules/my_vector_quantizer.py")
         c_modules.kw_bn = _load("avssl.module.speechclip_c_modules.kw_bn", src / "module/speechclip_c_modules/kw_bn.py")
         self.losses = _load("avssl.module.losses", src / "module/losses.py")
-        self.branches = _load("avssl.model.kw_branches", src / "model/kw_branches.py")
+        if load_branches:
+            self.branches = _load("avssl.model.kw_branches", src / "model/kw_branches.py")
         self.OrderedNamespace = base.OrderedNamespace
         self.ClipModel = clip_official.ClipModel
 
@@ -127,3 +129,61 @@ def load_reference(repo: Path) -> Reference:
     if not (repo / "avssl/model/kw_branches.py").is_file():
         raise FileNotFoundError(f"{repo}: not a checkout of ShampooWang/SpeechCLIP_plus (no avssl/model/kw_branches.py)")
     return Reference(repo)
+
+
+def load_speechclip_reference(repo: Path) -> SpeechCLIPReference:
+    if not (repo / "avssl/model/kwClip.py").is_file() or (repo / "avssl/model/kw_branches.py").is_file():
+        raise FileNotFoundError(f"{repo}: not a checkout of atosystem/SpeechCLIP (avssl/model/kwClip.py without "
+                                f"kw_branches.py)")
+    return SpeechCLIPReference(repo)
+
+
+class SpeechCLIPReference(Reference):
+    """atosystem/SpeechCLIP: the code that trained the published Parallel and Cascaded models.
+    Its branches live in ``avssl/model/kwClip.py`` beside the Lightning model, so that file is
+    loaded with stand-ins for what only training uses (pytorch-lightning loggers, the HuBERT
+    encoder, the optimiser factory, the Lightning base class)."""
+
+    def __init__(self, repo: Path):
+        for name in list(sys.modules):  # a fresh namespace: the two repositories share module names
+            if name == "avssl" or name.startswith("avssl."):
+                del sys.modules[name]
+        super().__init__(repo, load_branches=False)
+        src = repo / "avssl"
+        for name in ("pytorch_lightning", "pytorch_lightning.loggers", "pytorch_lightning.loggers.wandb",
+                     "avssl.optim"):
+            _package(name)
+        sys.modules["pytorch_lightning.loggers"].TensorBoardLogger = object
+        sys.modules["pytorch_lightning.loggers.wandb"].WandbLogger = object
+        sys.modules["avssl.optim"].get_scheduler = None
+        module = sys.modules["avssl.module"]
+        module.FairseqSpeechEncoder_Hubert = module.S3prlSpeechEncoderPlus = object
+        module.losses, module.mutualRetrieval = self.losses, None
+        base_model = types.ModuleType("avssl.model.base_model")
+        base_model.BaseLightningModel = torch.nn.Module
+        sys.modules["avssl.model.base_model"] = base_model
+        self.branches = _load("avssl.model.kwClip", src / "model/kwClip.py")
+
+    def build_branch(self, config: dict, variant: str, audio_dim: int, text_dim: int, clip) -> torch.nn.Module:
+        cfg = self.OrderedNamespace(config)
+        if variant == "Parallel":
+            return self.branches.KW_ParallelBranch(config=cfg, audio_dim=audio_dim, out_dim=text_dim)
+        if variant == "Cascaded":
+            return self.branches.KW_CascadedBranch(config=cfg, audio_dim=audio_dim, text_dim=text_dim, clip=clip)
+        raise ValueError(f"atosystem/SpeechCLIP has no {variant} branch")
+
+    def run_branch(self, branch, variant: str, feats: torch.Tensor, lengths: torch.Tensor) -> dict:
+        if variant == "Parallel":
+            return {"parallel_audio_feat": branch(feats, lengths)}
+        captured = {}
+        hooks = [branch.linear_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("before", o)),
+                 branch.bn_layer.register_forward_hook(lambda m, i, o: captured.__setitem__("after", o))]
+        try:
+            embedding, vq_results, _ = branch(feats, lengths)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        batch = feats.size(0)
+        return {"cascaded_audio_feat": embedding, "keywords_before_bn": captured["before"],
+                "keywords_after_bn": captured["after"], "token_rows": vq_results["targets"].reshape(batch, -1),
+                "keyword_lengths": torch.full((batch,), branch.keyword_num, dtype=torch.long)}
