@@ -71,6 +71,7 @@ def _cif_conf(cif: Mapping) -> Dict:
         raise ValueError("downsampling.cif.cif_output_dim != encoder_embed_dim (an output projection) is not "
                          "used by any published model")
     return {"weight_predictor": "reference", "weight_kernel_size": cif.get("conv_cif_width", 3),
+            "weight_layers": cif.get("num_layer", 1),
             "target": "frames_per_segment", "frames_per_segment": 20, "max_segments": 75,
             "scaling_steps": (cif["scaling_step"] if cif.get("scaling_step", -1) >= 0 else None)
             if cif.get("apply_scaling", True) else 0,
@@ -165,7 +166,7 @@ _RULES: Dict[str, List[Tuple[str, str]]] = {
     "Cascaded+": [(r"^cascaded_branch\.self_att\.multihead_attn_layer\.", "cascaded.segmenter.block.attention."),
                   (r"^cascaded_branch\.self_att\.attentionBlock_Norm\.", "cascaded.segmenter.block.norm."),
                   (r"^cascaded_branch\.linear_proj\.", "cascaded.segmenter.proj."),
-                  (r"^cascaded_branch\.downsampling\.conv\.0\.", "cascaded.segmenter.weight_predictor.conv."),
+                  (r"^cascaded_branch\.downsampling\.conv\.", "cascaded.segmenter.weight_predictor.conv."),
                   (r"^cascaded_branch\.downsampling\.weight_proj\.1\.", "cascaded.segmenter.weight_predictor.proj."),
                   (r"^cascaded_branch\.bn_layer\.bn_layer\.", "cascaded.bridge.batchnorm.")],
     "Hybrid": [(r"^cascaded_branch\.self_att\.model\.layers\.", "shared_block.block.encoder.layers."),
@@ -182,7 +183,7 @@ _RULES: Dict[str, List[Tuple[str, str]]] = {
                 (r"^cascaded_branch\.self_att\.attentionBlock_Norm\.", "shared_block.block.norm."),
                 (r"^cascaded_branch\.parallel_proj\.", "parallel.proj."),
                 (r"^cascaded_branch\.linear_proj\.", "cascaded.segmenter.proj."),
-                (r"^cascaded_branch\.downsampling\.conv\.0\.", "cascaded.segmenter.weight_predictor.conv."),
+                (r"^cascaded_branch\.downsampling\.conv\.", "cascaded.segmenter.weight_predictor.conv."),
                 (r"^cascaded_branch\.downsampling\.weight_proj\.1\.", "cascaded.segmenter.weight_predictor.proj."),
                 (r"^cascaded_branch\.bn_layer\.bn_layer\.", "cascaded.bridge.batchnorm.")],
 }
@@ -211,3 +212,92 @@ def map_state_dict(state: Mapping[str, torch.Tensor], variant: str) -> Dict[str,
     if unknown:
         raise KeyError(f"{variant}: reference weights with no counterpart here: {unknown}")
     return out
+
+
+# Every setting the published configs hold, and what conversion does with it:
+#   READ      mapped by task_config / the converter;
+#   TRAINING  only how the reference trained, logged or loaded data (no effect on the model);
+#   value     a setting whose published value is the only one this plugin reproduces: any other
+#             value is an error naming it.
+READ, TRAINING = "read", "training"
+_SETTINGS = {
+    "audio_encoder.name": READ, "audio_encoder.type": READ, "audio_encoder.normalize_hiddenstates": READ,
+    "audio_encoder.downsampling_rate": 320, "audio_encoder.feat_select_idx": "weighted_sum",
+    "audio_encoder.layer_drop": 0.0, "audio_encoder.pretrained": True, "audio_encoder.trainable": False,
+    "audio_encoder.max_audio_len": TRAINING, "audio_encoder.optim.*": TRAINING, "audio_encoder.scheduler.*": TRAINING,
+    "cl_loss.type": "MaskedContrastiveLoss", "cl_loss.args.temperature": READ,
+    "cl_loss.args.temperature_trainable": READ, "cl_loss.args.a2b": True, "cl_loss.args.b2a": True,
+    "cl_loss.args.dcl": False, "cl_loss.args.margin": 0.0,
+    "clip.name": READ, "clip.image_encoder_trainable": False, "clip.text_encoder_trainable": False,
+    "clip.reduce_subword_embbedding": TRAINING,  # the rows themselves are in the state dict
+    "data.dataset.normalize_waveform": READ, "data.*": TRAINING, "trainer.*": TRAINING, "logger.*": TRAINING,
+    "log_setting.*": TRAINING, "retrieval.audio_feat_src": READ, "retrieval.recall_at": TRAINING,
+    "model_settings.cascaded_objective_weight": READ, "model_settings.parallel_objective_weight": READ,
+    "model_settings.keyword_objective_weight": 0.0, "model_settings.matching_objective_weight": 0.0,
+    "model_settings.parallel_branch.transformer_type": READ, "model_settings.parallel_branch.need_projection": True,
+    "model_settings.parallel_branch.projection_config.*": READ,
+    "model_settings.parallel_branch.transformer_args.activation": "gelu",
+    "model_settings.parallel_branch.transformer_args.batch_first": True,
+    "model_settings.parallel_branch.transformer_args.norm_first": False,
+    "model_settings.parallel_branch.transformer_args.*": READ,
+    "model_settings.cascaded_branch.type": READ, "model_settings.cascaded_branch.transformer_type": READ,
+    "model_settings.cascaded_branch.transformer_args.activation": "gelu",
+    "model_settings.cascaded_branch.transformer_args.batch_first": True,
+    "model_settings.cascaded_branch.transformer_args.norm_first": False,
+    "model_settings.cascaded_branch.transformer_args.attn_diversity_weight": 0.0,
+    "model_settings.cascaded_branch.transformer_args.*": READ,
+    "model_settings.cascaded_branch.vq.type": "SimpleVectorQuantizer", "model_settings.cascaded_branch.vq.args.temp": READ,
+    "model_settings.cascaded_branch.vq.args.hard": True, "model_settings.cascaded_branch.vq.args.time_first": True,
+    "model_settings.cascaded_branch.vq.args.use_gumbel": False, "model_settings.cascaded_branch.vq.activation": TRAINING,
+    "model_settings.cascaded_branch.vq.bn_before_vq": True,
+    "model_settings.cascaded_branch.keyword.number": READ, "model_settings.cascaded_branch.keyword.kw_projection.*": READ,
+    "model_settings.cascaded_branch.keyword.batchnorms.type": READ,
+    "model_settings.cascaded_branch.keyword.batchnorms.parallel": READ,
+    "model_settings.cascaded_branch.keyword.batchnorms.std_scale": 1.0,
+    "model_settings.cascaded_branch.keyword.batchnorms.learnable": True,
+    "model_settings.cascaded_branch.keyword.detokenized_K_neighbors": TRAINING,
+    "model_settings.cascaded_branch.keyword.retrieve_method": "cosine",
+    "model_settings.cascaded_branch.keyword.diversity_type": TRAINING,
+    "model_settings.cascaded_branch.keyword.diversity_weight": 0.0,
+    "model_settings.cascaded_branch.keyword.attention_constraints.*": 0.0,
+    "model_settings.cascaded_branch.downsampling.type": "cif",
+    "model_settings.cascaded_branch.downsampling.cif.produce_weight_type": "conv",
+    "model_settings.cascaded_branch.downsampling.cif.using_gt_len": False,
+    "model_settings.cascaded_branch.downsampling.cif.add_cif_ctxt_layers": False,
+    "model_settings.cascaded_branch.downsampling.cif.apply_tail_handling": True,
+    # read by nothing in the reference CIF (its **config swallows them; num_layer is what counts)
+    "model_settings.cascaded_branch.downsampling.cif.conv_cif_layer_num": TRAINING,
+    "model_settings.cascaded_branch.downsampling.cif.conv_cif_dropout": TRAINING,
+    "model_settings.cascaded_branch.downsampling.cif.cif_embedding_dim": TRAINING,
+    "model_settings.cascaded_branch.downsampling.cif.conv_cif_output_channels_num": TRAINING,
+    "model_settings.cascaded_branch.downsampling.cif.dense_cif_units_num": TRAINING,
+    "model_settings.cascaded_branch.downsampling.cif.*": READ,
+}
+
+
+def _leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, path + (str(key),))
+    else:
+        yield ".".join(path), tree
+
+
+def check_settings(config: Mapping) -> None:
+    """Every setting of a reference config is known, and every one this plugin cannot reproduce
+    has its published value; otherwise ValueError naming the setting (and its value)."""
+    problems = []
+    for key, value in _leaves(config):
+        rule = _SETTINGS.get(key)
+        if rule is None:  # the most specific wildcard
+            parts = key.split(".")
+            for cut in range(len(parts) - 1, 0, -1):
+                rule = _SETTINGS.get(".".join(parts[:cut]) + ".*")
+                if rule is not None:
+                    break
+        if rule is None:
+            problems.append(f"{key} (unknown setting)")
+        elif rule not in (READ, TRAINING) and value != rule:
+            problems.append(f"{key} = {value!r} (only {rule!r} is reproduced)")
+    if problems:
+        raise ValueError("reference config settings that cannot be mapped: " + "; ".join(problems))

@@ -253,7 +253,7 @@ def test_scale_to_target_scales_only_the_first_steps_training_calls():
 
 def naive_reference_alpha(module: ReferenceCIFWeights, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """sigmoid(Linear(ReLU(Conv1d(x)))) with the conv over every frame, padded ones as they are."""
-    weight, bias = module.conv.weight, module.conv.bias  # (D, D, k), (D,)
+    weight, bias = module.conv[0].weight, module.conv[0].bias  # (D, D, k), (D,)
     k = weight.size(2)
     padded = torch.nn.functional.pad(x, (0, 0, k // 2, k // 2))  # zeros only outside the T frames
     alpha = torch.zeros(x.shape[:2])
@@ -279,7 +279,7 @@ def test_reference_cif_weights_read_the_padded_frames_unmasked():
         torch.testing.assert_close(moved[:, :3], alpha[:, :3])
         # This plugin's predictor zeroes the padding first: the same weights do not see it.
         plugin = CIFWeightPredictor(4, 3).eval()
-        plugin.load_state_dict({k: v for k, v in reference.state_dict().items()})
+        plugin.load_state_dict({k.replace("conv.0.", "conv."): v for k, v in reference.state_dict().items()})
         torch.testing.assert_close(plugin(changed, lengths), plugin(x, lengths))
         torch.testing.assert_close(plugin(x, lengths)[0], alpha[0])  # no padding: the same α
         assert (plugin(x, lengths)[1, 4:] == 0).all()

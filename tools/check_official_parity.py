@@ -47,6 +47,7 @@ CONFIGS = {
     ("Cascaded", "large"): "config/speechCLIP/model_large/flickr/spchclp_c.yaml",
     ("Cascaded+", "base"): "config/speechCLIP+/model_base/spchclip_c+.yaml",
     ("Cascaded+", "large"): "config/speechCLIP+/model_large/flickr/spchclip_c+.yaml",
+    ("Cascaded+", "large-coco"): "config/speechCLIP+/model_large/coco/spchclip_c+.yaml",  # 2 conv layers, width 5
     ("Hybrid", "base"): "config/speechCLIP+/model_base/spchclip_h.yaml",
     ("Hybrid", "large"): "config/speechCLIP+/model_large/flickr/spchclip_h.yaml",
     ("Hybrid", "large-coco"): "config/speechCLIP+/model_large/coco/spchclip_h.yaml",  # a TransformerEncoder block

@@ -31,21 +31,25 @@ from espnet_speechclip.cif import integrate_and_fire, target_lengths_from_frames
 
 
 class ReferenceCIFWeights(nn.Module):
-    """SpeechCLIP+ ``CIF`` weights: Conv1d → Dropout → ReLU, then Dropout → Linear → sigmoid,
-    clipped to [0, 1] and zeroed on padding. The conv reads the padded frames as they are (so a
-    frame next to the padding sees it). Dropout p = 0.5 (``nn.Dropout()``; the configs'
-    ``conv_cif_dropout`` is never read by the reference code)."""
+    """SpeechCLIP+ ``CIF`` weights: ``num_layers`` × (Conv1d → Dropout → ReLU), then Dropout →
+    Linear → sigmoid, clipped to [0, 1] and zeroed on padding. The conv reads the padded frames as
+    they are (a frame next to the padding sees it). Dropout p = 0.5 (``nn.Dropout()``; the configs'
+    ``conv_cif_dropout`` is never read by the reference code). SpokenCOCO's large Cascaded+ has two
+    conv layers of width 5; every other published model one of width 3."""
 
-    def __init__(self, input_size: int, kernel_size: int = 3, dropout_rate: float = 0.5):
+    def __init__(self, input_size: int, kernel_size: int = 3, dropout_rate: float = 0.5, num_layers: int = 1):
         super().__init__()
-        self.conv = nn.Conv1d(input_size, input_size, kernel_size, padding=kernel_size // 2)
-        self.conv_dropout = nn.Dropout(dropout_rate)
+        layers = []
+        for _ in range(num_layers):
+            layers += [nn.Conv1d(input_size, input_size, kernel_size, padding=kernel_size // 2),
+                       nn.Dropout(dropout_rate), nn.ReLU()]
+        self.conv = nn.Sequential(*layers)
         self.proj_dropout = nn.Dropout(dropout_rate)
         self.proj = nn.Linear(input_size, 1)
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         valid = torch.arange(frames.size(1), device=frames.device)[None, :] < lengths[:, None]
-        hidden = torch.relu(self.conv_dropout(self.conv(frames.transpose(1, 2)))).transpose(1, 2)
+        hidden = self.conv(frames.transpose(1, 2)).transpose(1, 2)
         alpha = torch.sigmoid(self.proj(self.proj_dropout(hidden))).clip(0.0, 1.0).squeeze(-1)
         return alpha.masked_fill(~valid, 0.0)
 

@@ -131,6 +131,7 @@ class CIFSegmenter(AbsSegmenter):
     def from_config(cls, input_size: int, token_width: int, upstream_size: int, block: str = "transformer",
                     integrate_from: str = "context", weights_from: str = "context", detach_weight_input: bool = False,
                     weight_predictor: str = "conv", weight_kernel_size: int = 3, weight_dropout_rate: float = 0.5,
+                    weight_layers: int = 1,
                     target: str = "ratio", target_ratio: float = 0.05, frames_per_segment: int = 20,
                     max_segments: int = 75, scaling_steps: Optional[int] = None, scaling_sum_eps: float = 0.0,
                     threshold: float = 1.0, tail_threshold: float = 0.5, min_segments: int = 0,
@@ -151,9 +152,11 @@ class CIFSegmenter(AbsSegmenter):
         weight_source = WEIGHT_SOURCES[weights_from](detach=detach_weight_input, centre=local_frame_centre)
         weight_size = upstream_size if weights_from == "upstream" else input_size
         if weight_predictor == "conv":
+            if weight_layers != 1:
+                raise ValueError("weight_layers > 1 needs weight_predictor: reference")
             predictor = CIFWeightPredictor(weight_size, weight_kernel_size)
         elif weight_predictor == "reference":
-            predictor = ReferenceCIFWeights(weight_size, weight_kernel_size, weight_dropout_rate)
+            predictor = ReferenceCIFWeights(weight_size, weight_kernel_size, weight_dropout_rate, weight_layers)
         else:
             raise ValueError(f"weight_predictor must be conv or reference, got {weight_predictor!r}")
         targets = {"ratio": lambda: RatioTarget(target_ratio, max_segments),

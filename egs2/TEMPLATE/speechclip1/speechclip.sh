@@ -34,6 +34,8 @@ tiny_clip_config=""; tiny_clip_opts=""
 train_config=""; train_args=""; launch_opts=""
 # Stage 5
 eval_sets=""
+# Stages 5-8 on a model not trained by stage 4 (e.g. a converted published checkpoint)
+model_dir=""
 # Stage 7
 hf_repo=""; dry_run=false
 # Stage 8
@@ -51,6 +53,8 @@ help_message="Usage: $0 --train_config <yaml> [options]
   --train_config: training YAML; --train_args: extra training options
   --launch_opts: extra espnet2.bin.launch options (e.g. \"--host node1,node2\" for CPU/gloo ranks)
   --eval_sets (default: valid + test sets)
+  --model_dir: exp dir of a model not trained here (a converted published checkpoint) for stages 5-8;
+               then --train_config is not needed
   --hf_repo: <org>/<name> to upload to (stage 7, required there)
   --dry_run (${dry_run}): stage 7 writes the folder it would upload to <exp>/hf_upload instead
   --probe_steps (${probe_steps}) --probe_eval_step (${probe_eval_step}) --probe_device (${probe_device})
@@ -63,10 +67,16 @@ help_message="Usage: $0 --train_config <yaml> [options]
 . utils/parse_options.sh
 
 [ $# -gt 0 ] && { log "${help_message}"; log "Error: unexpected arguments: $*"; exit 2; }
+if [ -n "${model_dir}" ]; then
+    [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && { log "Error: --model_dir is for stages 5-8 (the model exists)"; exit 2; }
+    [ -f "${model_dir}/config.yaml" ] || { log "Error: --model_dir ${model_dir}: no config.yaml (convert a published checkpoint with python -m espnet_speechclip.bin.convert_official)"; exit 2; }
+    [ -z "${tag}" ] && tag=$(basename "${model_dir}")
+    [ -z "${train_config}" ] && train_config="${model_dir}/config.yaml"
+fi
 [ -z "${train_config}" ] && { log "Error: --train_config is required"; exit 2; }
 [ -z "${tag}" ] && tag=$(basename "${train_config}" .yaml)
 [ -z "${eval_sets}" ] && eval_sets="${valid_set} ${test_sets}"
-speechclip_exp="${expdir}/speechclip_${tag}"
+speechclip_exp="${model_dir:-${expdir}/speechclip_${tag}}"
 clip_dir="${expdir}/clip"
 if [ -n "${tiny_clip_config}" ]; then
     clip_model_name=$(basename "${tiny_clip_config}" .json)
