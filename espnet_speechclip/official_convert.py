@@ -65,7 +65,8 @@ def write_hubert(state: Dict[str, torch.Tensor], size: str, path: Path) -> None:
     classes = int(weights["label_embs_concat"].shape[0]) if "label_embs_concat" in weights else 504
     torch.save({"task_cfg": {"label_rate": 50.0, "sample_rate": 16000, "normalize": HUBERT_TASK_NORMALIZE[size]},
                 "model_cfg": {"label_rate": 50.0, **hubert_config(state, size)},
-                "model_weight": weights, "dictionaries_symbols": [str(i) for i in range(classes)]}, path)
+                # one dictionary of `classes` symbols, as s3prl's converter writes fairseq's (a list per label set)
+                "model_weight": weights, "dictionaries_symbols": [[str(i) for i in range(classes)]]}, path)
 
 
 def vocabulary_ids(reduced: torch.Tensor, full: torch.Tensor, vocab_stats: Optional[str]) -> List[int]:

@@ -29,7 +29,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_parity.reference_modules import load_reference, load_speechclip_reference  # noqa: E402
+from official_parity.reference_modules import (  # noqa: E402
+    ReferenceClip,
+    load_reference,
+    load_speechclip_reference,
+    reduced_vocab,
+)
 
 from espnet_speechclip.branches.cascaded import CascadedBranch  # noqa: E402
 from espnet_speechclip.clip_adapter import FrozenCLIP  # noqa: E402
@@ -59,41 +64,23 @@ LENGTHS = [61, 47, 34, 58]  # frames of the padded batch; CIF fires ~3 segments 
 
 
 def tiny_clip(width: int, directory: Path) -> FrozenCLIP:
-    """A one-layer open_clip text tower with the published token width and vocabulary size."""
-    config = {"embed_dim": width, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 32, "patch_size": 16},
+    return tiny_clip_files(width, directory)[0]
+
+
+def tiny_clip_files(width: int, directory: Path):
+    """A one-layer open_clip text tower with the published token width and vocabulary size, and
+    its files (state dict, model config, model name) for the converter."""
+    config = {"embed_dim": width, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 32,
+                                                 "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": 8, "layers": 1}}
-    path = directory / f"parity_clip_{width}.json"
+    name = f"parity-clip-{width}"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(config))
     torch.manual_seed(width)
-    return FrozenCLIP(f"parity-clip-{width}", None, str(path))
-
-
-def reduced_vocab(size: int = 300) -> torch.Tensor:
-    """Rows as in the reference ``text_clip_vocab_usage_byfreq`` files: pad 0, 'a' 320, SOT, EOT first."""
-    rest = torch.randperm(49400, generator=torch.Generator().manual_seed(1))[: size - 4] + 1
-    rest = rest[(rest != 320)][: size - 4]
-    return torch.cat([torch.tensor([0, 320, 49406, 49407]), rest])
-
-
-class ReferenceClip(torch.nn.Module):
-    """The attributes the reference branches and ``ClipModel.encode_keywords`` read, over the same
-    open_clip weights: OpenAI CLIP's transformer takes LND input with its causal mask built in."""
-
-    def __init__(self, clip: FrozenCLIP, ids: torch.Tensor, clip_model_class):
-        super().__init__()
-        oc = clip.model
-        model = types.SimpleNamespace()
-        model.token_embedding = torch.nn.Embedding.from_pretrained(oc.token_embedding.weight[ids].clone())
-        model.positional_embedding = oc.positional_embedding
-        model.transformer = lambda x: oc.transformer(x.permute(1, 0, 2), attn_mask=oc.attn_mask).permute(1, 0, 2)
-        model.ln_final, model.text_projection = oc.ln_final, oc.text_projection
-        self.model, self.device = model, "cpu"
-        self.selected_text_emb_ids = ids.numpy()
-        self.startOfTxt_reduced, self.endOfTxt_reduced = 2, 3
-        self._encode = clip_model_class.encode_keywords
-
-    def encode_keywords(self, keywords, keyword_num):
-        return self._encode(self, keywords, keyword_num)
+    clip = FrozenCLIP(name, None, str(path))
+    weights = directory / f"{name}.pt"
+    torch.save(clip.model.state_dict(), weights)
+    return clip, (str(weights), str(path), name)
 
 
 def randomise_batchnorms(module: torch.nn.Module, seed: int) -> None:
@@ -204,6 +191,35 @@ def check(variant: str, size_name: str, repo: Path, reference, tmp: Path) -> lis
     return rows
 
 
+def check_conversions(repo: Path, plus, speechclip, args) -> list:
+    """Every base variant: reference model -> Lightning checkpoint -> converter -> from_pretrained."""
+    from official_parity.end_to_end import check_conversion
+    from official_parity.upstream import _reference_sources, _stubbed_imports
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, _stubbed_imports(_reference_sources(str(repo), tmp)) as upstream:
+        from s3prl.upstream.hubert.hubert_model import HubertModel
+        from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerEncoder
+
+        original = TransformerEncoder.extract_features
+        try:
+            for variant in args.variants.split(","):
+                reference, config_repo = plus, repo
+                if variant in ("Parallel", "Cascaded") and speechclip is not None:
+                    reference, config_repo = speechclip, Path(args.speechclip_repo)
+                elif variant == "Parallel":
+                    continue
+                for name, diff in check_conversion(reference, upstream, variant,
+                                                   config_repo / CONFIGS[(variant, "base")], tiny_clip_files,
+                                                   Path(tmp)):
+                    rows.append((f"{variant} base: {name}", diff))
+        finally:  # the reference patches s3prl's classes globally
+            TransformerEncoder.extract_features = original
+            if hasattr(HubertModel, "customHubertForward"):
+                del HubertModel.customHubertForward
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official_repo", required=True, help="checkout of ShampooWang/SpeechCLIP_plus")
@@ -215,6 +231,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--variants", default="Parallel,Cascaded,Cascaded+,Hybrid,Hybrid+")
     parser.add_argument("--skip_upstream", action="store_true", help="do not run the HuBERT forward check")
+    parser.add_argument("--skip_conversion", action="store_true",
+                        help="do not convert reference-layout checkpoints end to end (official_parity/end_to_end.py)")
     args = parser.parse_args()
     repo = Path(args.official_repo)
     plus = load_reference(repo)
@@ -238,6 +256,10 @@ def main() -> None:
         for name, diff in check_upstream(str(repo)):
             worst = max(worst, diff)
             print(f"{'upstream':15s} {name:45s} {diff:.2e}")
+    if not args.skip_conversion:
+        for name, diff in check_conversions(repo, plus, speechclip, args):
+            worst = max(worst, diff)
+            print(f"{'conversion':15s} {name:60s} {diff:.2e}")
     print(f"largest difference {worst:.2e} ({'within' if worst <= args.tolerance else 'ABOVE'} {args.tolerance:g})")
     sys.exit(0 if worst <= args.tolerance else 1)
 

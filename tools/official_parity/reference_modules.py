@@ -12,6 +12,34 @@ from pathlib import Path
 import torch
 
 
+def reduced_vocab(size: int = 300) -> torch.Tensor:
+    """Rows as in the reference ``text_clip_vocab_usage_byfreq`` files: pad 0, 'a' 320, SOT, EOT first."""
+    rest = torch.randperm(49400, generator=torch.Generator().manual_seed(1))[: size - 4] + 1
+    rest = rest[(rest != 320)][: size - 4]
+    return torch.cat([torch.tensor([0, 320, 49406, 49407]), rest])
+
+
+class ReferenceClip(torch.nn.Module):
+    """The attributes the reference branches and ``ClipModel.encode_keywords`` read, over the same
+    open_clip weights: OpenAI CLIP's transformer takes LND input with its causal mask built in."""
+
+    def __init__(self, clip: FrozenCLIP, ids: torch.Tensor, clip_model_class):
+        super().__init__()
+        oc = clip.model
+        model = types.SimpleNamespace()
+        model.token_embedding = torch.nn.Embedding.from_pretrained(oc.token_embedding.weight[ids].clone())
+        model.positional_embedding = oc.positional_embedding
+        model.transformer = lambda x: oc.transformer(x.permute(1, 0, 2), attn_mask=oc.attn_mask).permute(1, 0, 2)
+        model.ln_final, model.text_projection = oc.ln_final, oc.text_projection
+        self.model, self.device = model, "cpu"
+        self.selected_text_emb_ids = ids.numpy()
+        self.startOfTxt_reduced, self.endOfTxt_reduced = 2, 3
+        self._encode = clip_model_class.encode_keywords
+
+    def encode_keywords(self, keywords, keyword_num):
+        return self._encode(self, keywords, keyword_num)
+
+
 def _package(name: str) -> types.ModuleType:
     module = sys.modules.get(name) or types.ModuleType(name)
     module.__path__ = []
