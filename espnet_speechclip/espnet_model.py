@@ -43,6 +43,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         encoder: optional trainable ESPnet encoder between upstream and branches.
         parallel: parallel branch or None.  cascaded: cascaded branch or None.
         temperature / learnable_temperature: InfoNCE τ (base: 0.07 fixed; large: learnable).
+        max_logit_scale: cap on 1/τ (100, as CLIP; None for the reference configs, which have none).
         parallel_weight, cascaded_weight, quantity_weight: loss weights (1, 1, 0.25).
         retrieval_branch: "parallel", "cascaded" or "fused" (both branches): the embedding
             ``encode_speech`` returns as "embedding" and validation selects models on; a model
@@ -58,7 +59,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
                  parallel_weight: float = 1.0, cascaded_weight: float = 1.0, quantity_weight: float = 0.25,
                  retrieval_branch: str = "parallel", fusion_weight: float = 0.5,
                  boundary_prior: Optional[AcousticBoundaryPrior] = None,
-                 shared_block: Optional[SharedCLSBlock] = None):
+                 shared_block: Optional[SharedCLSBlock] = None, max_logit_scale: Optional[float] = 100.0):
         super().__init__()
         if parallel is None and cascaded is None:
             raise ValueError("at least one of the parallel and cascaded branches is needed")
@@ -78,7 +79,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         self.shared_block = shared_block
         self.parallel = parallel
         self.cascaded = cascaded
-        self.loss_fn = InfoNCELoss(temperature, learnable_temperature)
+        self.loss_fn = InfoNCELoss(temperature, learnable_temperature, max_logit_scale)
         self.parallel_weight = parallel_weight
         self.cascaded_weight = cascaded_weight
         self.quantity_weight = quantity_weight

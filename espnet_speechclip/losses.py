@@ -16,10 +16,13 @@ from torch import nn
 
 
 class InfoNCELoss(nn.Module):
-    """Args: temperature (initial τ); learnable_temperature makes log(1/τ) a parameter."""
+    """Args: temperature (initial τ); learnable_temperature makes log(1/τ) a parameter;
+    max_logit_scale caps 1/τ (CLIP's 100; None: no cap, as the SpeechCLIP reference loss)."""
 
-    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False):
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
+                 max_logit_scale: Optional[float] = 100.0):
         super().__init__()
+        self.max_log_scale = math.inf if max_logit_scale is None else math.log(max_logit_scale)
         init = torch.tensor(math.log(1.0 / temperature))
         if learnable_temperature:
             self.logit_scale = nn.Parameter(init)
@@ -33,7 +36,7 @@ class InfoNCELoss(nn.Module):
         """
         if speech.shape != image.shape:
             raise ValueError(f"InfoNCE: speech {tuple(speech.shape)} and image {tuple(image.shape)} differ")
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
         logits = scale * F.normalize(speech, dim=-1) @ F.normalize(image, dim=-1).T
         if image_groups is not None:
             same = image_groups[:, None] == image_groups[None, :]

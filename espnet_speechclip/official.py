@@ -126,7 +126,8 @@ def task_config(config: Mapping) -> Dict:
                          "learnable_temperature": bool(loss.get("temperature_trainable", False)),
                          "parallel_weight": settings.get("parallel_objective_weight", 0.0) or 1.0,
                          "cascaded_weight": settings.get("cascaded_objective_weight", 0.0) or 1.0,
-                         "retrieval_branch": config.get("retrieval", {}).get("audio_feat_src", "parallel")}
+                         "retrieval_branch": config.get("retrieval", {}).get("audio_feat_src", "parallel"),
+                         "max_logit_scale": None}  # MaskedContrastiveLoss caps nothing
     if variant.endswith("+"):
         out["model_conf"]["quantity_weight"] = settings["cascaded_branch"]["downsampling"]["cif"].get(
             "quantity_loss_weight", 1.0)

@@ -179,6 +179,20 @@ def check(variant: str, size_name: str, repo: Path, reference, tmp: Path) -> lis
                 if "fire_frames" in ref_out:
                     compare(tag + "CIF fire frames", ref_out["fire_frames"],
                             reference.first_fires(c["fire_frames"], ref_out), rows)
+        ref_states = reference.frame_states(ref_branch, variant, feats, lengths) if mode == "eval" else None
+        if ref_states is not None:
+            base = FrameViews(feats, lengths, feats, feats, lengths)
+            our_states = []
+            if ours.shared_block is not None:
+                our_states += ours.shared_block.frame_states(base)
+            for name in ("cascaded", "parallel"):
+                if name in ours.branches():
+                    our_states += ours.branches()[name].frame_states(views)
+            if len(our_states) != len(ref_states):
+                rows.append((tag + "branch frame states (s3prl)", float("nan"),
+                             f"{len(our_states)} states vs the reference's {len(ref_states)}"))
+            for i, (a, b) in enumerate(zip(ref_states, our_states)):
+                compare(tag + f"branch frame state {i} (s3prl)", a, b, rows)
         loss = reference.loss(config)
         if mapped["model_conf"]["learnable_temperature"]:
             loss.temperature.data.copy_(state["criterion.temperature"])

@@ -142,6 +142,14 @@ class Reference:
                 (width - int(row.sum()),), -1, dtype=torch.long)]) for row in fired])
         return result
 
+    def frame_states(self, branch, variant: str, feats: torch.Tensor, lengths: torch.Tensor):
+        """What the reference ``feature_extractor_s3prl`` appends to the upstream's states for this
+        branch: ``extract_hidden_states(...)[1:]``. None for SpeechCLIP's Cascaded, whose
+        ``extract_hidden_states`` indexes the batch dimension (``[-1]`` then ``x[:, K:]`` per utterance)."""
+        if variant == "Cascaded":
+            return None
+        return list(branch.extract_hidden_states(feats, lengths)[1:])
+
     @staticmethod
     def first_fires(ours: torch.Tensor, ref_out: dict) -> torch.Tensor:
         """This plugin's fire frames (one per segment) as the reference marks them: the distinct
