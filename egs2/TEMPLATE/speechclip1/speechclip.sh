@@ -30,6 +30,7 @@ fs=16000; min_sec=0.1; max_sec=60; max_drop_share=0.1
 # Stage 3: a pretrained CLIP by name/tag or local .pt, or a tiny CLIP trained here (tiny_clip_config)
 clip_model_name=ViT-B-32; clip_pretrained=openai; clip_model_config=""
 tiny_clip_config=""; tiny_clip_opts=""
+clip_vocab_rule=train   # train: train captions only; reference: every split's, as SpeechCLIP's stat scripts
 # Stage 4
 train_config=""; train_args=""; launch_opts=""
 # Stage 5
@@ -50,6 +51,8 @@ help_message="Usage: $0 --train_config <yaml> [options]
   --fs (${fs}) --min_sec (${min_sec}) --max_sec (${max_sec}) --max_drop_share (${max_drop_share})
   --clip_model_name (${clip_model_name}) --clip_pretrained (${clip_pretrained}): tag or local .pt
   --clip_model_config: open_clip JSON of a small CLIP; --tiny_clip_config: train one in stage 3
+  --clip_vocab_rule (${clip_vocab_rule}): train (train captions only) or reference (all splits, the
+                    published models' rule; test captions included)
   --train_config: training YAML; --train_args: extra training options
   --launch_opts: extra espnet2.bin.launch options (e.g. \"--host node1,node2\" for CPU/gloo ranks)
   --eval_sets (default: valid + test sets)
@@ -133,9 +136,14 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             ${python} -m espnet_speechclip.bin.dump_image_feats --data_dir "${dumpdir}/${dset}" \
                 --out_dir "${dumpdir}/${dset}" ${clip_args}
         done
-        log "Stage 3: reduced CLIP vocabulary from the ${train_set} captions only -> ${clip_dir}/vocab.txt"
+        vocab_texts="${dumpdir}/${train_set}/text"
+        if [ "${clip_vocab_rule}" = reference ]; then
+            vocab_texts=""
+            for dset in ${train_set} ${valid_set} ${test_sets}; do vocab_texts+=" ${dumpdir}/${dset}/text"; done
+        fi
+        log "Stage 3: reduced CLIP vocabulary (rule ${clip_vocab_rule}) from${vocab_texts} -> ${clip_dir}/vocab.txt"
         # shellcheck disable=SC2086
-        ${python} -m espnet_speechclip.bin.build_clip_vocab --text "${dumpdir}/${train_set}/text" \
+        ${python} -m espnet_speechclip.bin.build_clip_vocab --rule "${clip_vocab_rule}" --text ${vocab_texts} \
             --output "${clip_dir}/vocab.txt" ${clip_args}
         touch "${clip_dir}/.stage3.done"
     fi
