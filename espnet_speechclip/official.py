@@ -231,6 +231,9 @@ _SETTINGS = {
     "cl_loss.args.dcl": False, "cl_loss.args.margin": 0.0,
     "clip.name": READ, "clip.image_encoder_trainable": False, "clip.text_encoder_trainable": False,
     "clip.reduce_subword_embbedding": TRAINING,  # the rows themselves are in the state dict
+    # the run's command-line arguments, which run_task.py merges into the pickled config
+    **{key: TRAINING for key in ("config", "save_path", "train", "eval", "test", "ckpt", "resume", "njobs", "gpus",
+                                 "seed", "dataset_root", "log_level")},
     "data.dataset.normalize_waveform": READ, "data.*": TRAINING, "trainer.*": TRAINING, "logger.*": TRAINING,
     "log_setting.*": TRAINING, "retrieval.audio_feat_src": READ, "retrieval.recall_at": TRAINING,
     "model_settings.cascaded_objective_weight": READ, "model_settings.parallel_objective_weight": READ,

@@ -37,8 +37,26 @@ class AttributeDictState(dict):
     """Stand-in for Lightning's ``AttributeDict`` (a dict)."""
 
 
+class InertTrainingObject:
+    """Any object of the Lightning / wandb / numpy classes a reference run pickles alongside its
+    config (base_task.py puts the WandbLogger object into ``config.trainer.logger``): kept as its
+    pickled state, never constructed or run. Such names resolve to this class, so a REDUCE of them
+    only builds an InertTrainingObject."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+# Modules whose pickled objects in a reference checkpoint only describe training.
+_INERT_PREFIXES = ("pytorch_lightning.", "wandb.", "numpy.")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals torch's weights-only loader trusts, plus the two stand-ins."""
+    """Resolves only the globals torch's weights-only loader trusts, the two stand-ins, and inert
+    placeholders for the training-only objects (``InertTrainingObject``)."""
 
     def find_class(self, module: str, name: str):
         from torch._weights_only_unpickler import _get_allowed_globals
@@ -52,6 +70,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return allowed[full]
         if module.startswith("torch") and name.endswith("Storage"):  # storage types named in the archive
             return super().find_class(module, name)
+        if full.startswith(_INERT_PREFIXES):
+            return InertTrainingObject
         raise pickle.UnpicklingError(f"GLOBAL {full} is not allowed")
 
 

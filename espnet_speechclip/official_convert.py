@@ -4,17 +4,20 @@
     exp/<name>/valid.mean_r10.best.pth   the weights, in this task's keys (``official.map_state_dict``)
     exp/<name>/hubert.pt                 the checkpoint's HuBERT in s3prl's converted format
     exp/<name>/clip_vocab.txt            the reduced CLIP vocabulary, one token id per line, reference row order
+    exp/<name>/clip.pt, clip_model.json  the checkpoint's frozen CLIP as an open_clip state dict and config
 
 after which ``SpeechCLIP.from_pretrained``, ``speechclip_eval --model_dir``, stage 6 packing,
 stage 8 probing and the s3prl upstream take it like a model trained here. No fairseq, Lightning
 or OpenAI ``clip`` package is needed: HuBERT runs through s3prl's port (``reference_hubert``), CLIP
-through open_clip (the checkpoint carries only the reduced token table, so the full CLIP comes from
-its own file or tag). The output is written to ``<out_dir>.partial`` and renamed at the end, so a
+through open_clip. A reference checkpoint holds its whole frozen CLIP, the full token table included
+(``clip.original_text_emb_weight``: the reference's ClipModel keeps it as a registered parameter),
+so CLIP is taken from it unless ``--clip_pt`` names other weights. The output is written to ``<out_dir>.partial`` and renamed at the end, so a
 failure leaves no half-written exp dir.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -69,6 +72,32 @@ def write_hubert(state: Dict[str, torch.Tensor], size: str, path: Path) -> None:
                 "model_weight": weights, "dictionaries_symbols": [[str(i) for i in range(classes)]]}, path)
 
 
+def clip_from_checkpoint(state: Dict[str, torch.Tensor], directory: Path) -> Dict:
+    """The checkpoint's OpenAI CLIP as an open_clip state dict + model config (inferred from the
+    weights as open_clip's ``build_model_from_openai_state_dict`` does; QuickGELU as OpenAI trained)."""
+    prefix = "clip.model."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if "visual.proj" not in weights:
+        raise ValueError("the checkpoint's CLIP has no ViT image tower (visual.proj): give --clip_pt")
+    weights["token_embedding.weight"] = state["clip.original_text_emb_weight"]
+    patch = int(weights["visual.conv1.weight"].shape[-1])
+    grid = round((weights["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+
+    def layers(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in weights if k.startswith(prefix)})
+
+    text_width = int(weights["ln_final.weight"].shape[0])
+    config = {"embed_dim": int(weights["text_projection"].shape[1]), "quick_gelu": True,
+              "vision_cfg": {"image_size": patch * grid, "layers": layers("visual.transformer.resblocks."),
+                             "width": int(weights["visual.conv1.weight"].shape[0]), "patch_size": patch},
+              "text_cfg": {"context_length": int(weights["positional_embedding"].shape[0]),
+                           "vocab_size": int(weights["token_embedding.weight"].shape[0]), "width": text_width,
+                           "heads": text_width // 64, "layers": layers("transformer.resblocks.")}}
+    torch.save({k: v.float() for k, v in weights.items()}, directory / "clip.pt")
+    (directory / "clip_model.json").write_text(json.dumps(config, indent=1))
+    return {"model_name": "speechclip-converted-clip", "pretrained": "clip.pt", "model_config": "clip_model.json"}
+
+
 def vocabulary_ids(reduced: torch.Tensor, full: torch.Tensor, vocab_stats: Optional[str]) -> List[int]:
     """CLIP token id of each reduced row: found by exact match in the full CLIP table, else read
     from the reference repo's vocabulary statistics file (column 0, reference row order)."""
@@ -119,9 +148,12 @@ def convert(ckpt: str, out_dir: str, clip_pt: Optional[str] = None, clip_model_n
             hubert_path = "hubert.pt"
         else:
             hubert_path = str(Path(hubert).resolve())
-        clip_conf = {"model_name": clip_name, "pretrained": str(Path(clip_pt).resolve()) if clip_pt else "openai"}
-        if clip_model_config:
-            clip_conf["model_config"] = str(Path(clip_model_config).resolve())
+        if clip_pt is None and "clip.original_text_emb_weight" in state:
+            clip_conf = clip_from_checkpoint(state, partial)
+        else:
+            clip_conf = {"model_name": clip_name, "pretrained": str(Path(clip_pt).resolve()) if clip_pt else "openai"}
+            if clip_model_config:
+                clip_conf["model_config"] = str(Path(clip_model_config).resolve())
         normalize = HUBERT_TASK_NORMALIZE[size] or bool(config.get("data", {}).get("dataset", {}).get(
             "normalize_waveform", False))
         options = {k: v for k, v in mapped.items() if k != "variant"}
@@ -131,7 +163,7 @@ def convert(ckpt: str, out_dir: str, clip_pt: Optional[str] = None, clip_model_n
             clip_conf=clip_conf, best_model_criterion=[["valid", "mean_r10", "max"]])
         if mapped["segmenter"] is not None:
             reduced = state["clip.model.token_embedding.weight"]
-            full = FrozenCLIP(**clip_conf).token_table()
+            full = FrozenCLIP(**resolve(clip_conf, partial)).token_table()
             ids = vocabulary_ids(reduced, full, vocab_stats)
             (partial / "clip_vocab.txt").write_text("".join(f"{i}\n" for i in ids))
             options["clip_vocab"] = "clip_vocab.txt"
@@ -157,6 +189,15 @@ def convert(ckpt: str, out_dir: str, clip_pt: Optional[str] = None, clip_model_n
     return out
 
 
+def resolve(clip_conf: Dict, directory: Path) -> Dict:
+    """clip_conf with its files named relative to the exp dir made absolute."""
+    out = dict(clip_conf)
+    for key in ("pretrained", "model_config"):
+        if out.get(key) and (directory / out[key]).is_file():
+            out[key] = str(directory / out[key])
+    return out
+
+
 def build(config: Dict, directory: Path):
     """The model of a converted config, with its relative paths resolved against ``directory``."""
     from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
@@ -165,6 +206,7 @@ def build(config: Dict, directory: Path):
     resolved["upstream_conf"] = dict(config["upstream_conf"])
     if not Path(resolved["upstream_conf"]["path_or_url"]).is_absolute():
         resolved["upstream_conf"]["path_or_url"] = str(directory / resolved["upstream_conf"]["path_or_url"])
+    resolved["clip_conf"] = resolve(config["clip_conf"], directory)
     if resolved.get("clip_vocab") and not Path(resolved["clip_vocab"]).is_absolute():
         resolved["clip_vocab"] = str(directory / resolved["clip_vocab"])
     return SpeechCLIPTask.build_model(argparse.Namespace(**resolved))

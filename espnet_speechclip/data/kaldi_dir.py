@@ -9,11 +9,14 @@ One directory per split holds::
     utt2spk     utt -> speaker id;  spk2utt is derived from it
     word_align  optional: utt -> "word start end word start end ..." (seconds)
 
-Every file is sorted by key (byte order, as Kaldi's ``LC_ALL=C sort``) with unique keys.
+Every file is sorted by key (byte order, as Kaldi's ``LC_ALL=C sort``) with unique keys. Utterance ids
+begin with their speaker id (``<speaker>-<rest>``, Kaldi's convention) so that utt2spk sorted by
+utterance is also sorted by speaker, as Kaldi's ``validate_data_dir.sh`` requires of utt2spk and spk2utt.
 """
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +27,25 @@ REQUIRED_FILES = ("wav.scp", "text", "utt2img", "img.scp", "utt2spk")
 UTT_FILES = ("wav.scp", "text", "utt2img", "utt2spk")
 
 WordAlign = list[tuple[str, float, float]]
+# Every character of a speaker id sorts after "-" (byte order), so "<speaker>-<rest>" utterance ids sort
+# like their speakers even when one speaker id is a prefix of another ("spk1-x" < "spk10-x", while
+# "spk1_x" > "spk10_x"). An utterance that is its own speaker needs an id of this form too.
+SPEAKER_ID = re.compile(r"[.0-9A-Z_a-z]+")
+
+
+def is_speaker_id(value: object) -> bool:
+    """Whether ``value`` can prefix utterance ids (see ``SPEAKER_ID``)."""
+    return isinstance(value, str) and SPEAKER_ID.fullmatch(value) is not None
+
+
+def utt2spk_sort_mismatch(utt2spk: Mapping[str, str]) -> str | None:
+    """The first utterance where sorting by utterance and by (speaker, utterance) disagree, else ``None``.
+
+    Kaldi's ``validate_data_dir.sh`` compares utt2spk with spk2utt expanded back to utt2spk, so both
+    orders must agree; speaker-prefixed ids with ``SPEAKER_ID`` speakers always do.
+    """
+    by_speaker = sorted(utt2spk, key=lambda utt: (utt2spk[utt], utt))
+    return next((utt for utt, other in zip(sorted(utt2spk), by_speaker) if utt != other), None)
 
 
 def _read_lines(path: Path) -> list[tuple[str, str]]:
