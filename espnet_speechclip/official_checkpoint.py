@@ -59,8 +59,13 @@ class RestrictedUnpickler(pickle.Unpickler):
     placeholders for the training-only objects (``InertTrainingObject``)."""
 
     def find_class(self, module: str, name: str):
+        import _compat_pickle
+
         from torch._weights_only_unpickler import _get_allowed_globals
 
+        # torch pickles with protocol 2, which writes Python 2 module names: map them back as pickle does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f"{module}.{name}"
         stand_ins = {ORDERED_NAMESPACE: OrderedNamespaceState, ATTRIBUTE_DICT: AttributeDictState}
         if full in stand_ins:

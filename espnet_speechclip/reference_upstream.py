@@ -165,7 +165,11 @@ class ReferenceHuBERTUpstream(AbsFrontend):
 
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """speech (B, S) 16 kHz, speech_lengths (B,) -> feats (B, T, D), feat_lengths (B,)."""
-        states, lengths = self.hidden_states(speech, speech_lengths)
+        return self.weighted_sum(*self.hidden_states(speech, speech_lengths))
+
+    def weighted_sum(self, states: List[torch.Tensor], lengths: List[torch.Tensor]
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The learned softmax-weighted sum of :meth:`hidden_states`' output: (B, T, D), (B,)."""
         stacked = torch.stack(states)  # (N + 1, B, T, D)
         if self.layer_norm:
             stacked = F.layer_norm(stacked, stacked.shape[-1:])

@@ -147,7 +147,10 @@ class S3PRLWeightedSumUpstream(AbsFrontend):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.upstream(speech, speech_lengths)
 
+    def weighted_sum(self, states, lengths) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The learned weighted sum of :meth:`hidden_states`' output: (B, T, D), (B,)."""
+        return self.featurizer(states, lengths)
+
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """speech (B, S) 16 kHz, speech_lengths (B,) -> feats (B, T, D), feat_lengths (B,)."""
-        states, state_lengths = self.hidden_states(speech, speech_lengths)
-        return self.featurizer(states, state_lengths)
+        return self.weighted_sum(*self.hidden_states(speech, speech_lengths))

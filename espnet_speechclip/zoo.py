@@ -136,7 +136,7 @@ def pack_model(exp_dir: str, outpath: str, model_file: Optional[str] = None,
         outpath: the ``.zip`` to write.
         model_file: checkpoint to pack; default: the one of the config's ``best_model_criterion``.
         search_dirs: where relative paths of the config are looked up; default: the working
-            directory, then the recipe dir two levels above ``exp_dir``.
+            directory, the recipe dir two levels above ``exp_dir``, then ``exp_dir`` itself.
 
     Returns:
         ``{archive name: source file}`` of everything packed.
@@ -151,7 +151,8 @@ def pack_model(exp_dir: str, outpath: str, model_file: Optional[str] = None,
     model = Path(model_file) if model_file else find_model_file(exp, config)
     if not model.exists():
         raise FileNotFoundError(f"model file not found: {model}")
-    dirs = [Path(d).resolve() for d in search_dirs] or [Path.cwd(), exp.parent.parent]
+    # the exp dir last: a converted published model names its files relative to it
+    dirs = [Path(d).resolve() for d in search_dirs] or [Path.cwd(), exp.parent.parent, exp]
     refs = referenced_files(config, dirs)
     for key in ("clip_vocab",):
         if config.get(key) and not any(p == (key,) for p, _, _ in refs):

@@ -525,11 +525,14 @@ def eye_size(record: Published) -> int:
 
 def write_reference_checkpoint(path, record: Published, *, hubert_layers: int = 2, clip_layers: int = 1,
                                vocab_ids: Optional[Sequence[int]] = None, seed: int = 0, compact: bool = True,
-                               wandb_logger: bool = True) -> Dict:
-    """Write ``record``'s stand-in checkpoint at ``path``. Returns what was written: ``vocab_ids``, ``seed``,
+                               wandb_logger: bool = True, config_patch: Optional[Dict] = None) -> Dict:
+    """Write ``record``'s stand-in checkpoint at ``path`` (``config_patch`` merged into its config tree,
+    for tests of settings the converter must refuse). Returns what was written: ``vocab_ids``, ``seed``,
     ``shapes`` (key -> shape), ``hubert`` (size, layers, widths), ``clip_name``, ``clip_layers``, ``config``
     (the pickled tree as plain dicts). ``wandb_logger=False`` leaves ``trainer.logger`` the string "wandb"."""
     tree = reference_config(record)
+    if config_patch:
+        _merge(tree, config_patch)
     vocab_ids = list(default_vocab_ids(seed=seed) if vocab_ids is None else vocab_ids)
     if not {49406, 49407} <= set(vocab_ids):  # clip_official.py looks both up in the reduced table
         raise ValueError("vocab_ids lacks the CLIP start/end-of-text ids 49406, 49407")

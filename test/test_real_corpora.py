@@ -1,9 +1,11 @@
 """Miniature Flickr8k and SpokenCOCO in the exact real layouts, with the holes real corpora have.
 
 Each miniature has a missing wav, a caption whose image is missing, and a wav whose image is in
-no split. Stage 1 must list each by name and keep the rest; the recipes then run stages 1-3 (and
-for Flickr8k a stage-4 smoke run through ESPnet's trainer) with random-weight checkpoints in the
-real formats: a HuBERT in s3prl's converted format, a CLIP as an open_clip state dict.
+no split; the Flickr8k caption file also holds the real file's five ``2258277193_586949ec62.jpg.1``
+lines. Stage 1 must list each by name and keep the rest, with speaker-prefixed utterance ids; the
+recipes then run stages 1-3 (and for Flickr8k a stage-4 smoke run through ESPnet's trainer) with
+random-weight checkpoints in the real formats: a HuBERT in s3prl's converted format, a CLIP as an
+open_clip state dict.
 """
 import json
 import os
@@ -19,7 +21,7 @@ import yaml
 from PIL import Image
 
 from espnet_speechclip.data.flickr8k import prepare_flickr8k
-from espnet_speechclip.data.kaldi_dir import read_kaldi_map, validate_data_dir
+from espnet_speechclip.data.kaldi_dir import read_kaldi_map, utt2spk_sort_mismatch, validate_data_dir
 from espnet_speechclip.data.spoken_coco import prepare_spoken_coco
 from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
 from espnet_speechclip.upstream import write_random_hubert_checkpoint
@@ -44,11 +46,19 @@ def write_jpg(path: Path) -> None:
     Image.fromarray(RNG.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(path)
 
 
-# Flickr8k: train A, B, C (C's jpg missing; B_1's wav missing), dev D, test E; Z in no split.
+# Flickr8k: train A, B, C (C's jpg missing; B_1's wav missing), dev D, test E; Z shipped but in no split
+# (as 91 real images are); the real caption file's "2258277193_586949ec62.jpg.1" (no such image).
 A, B, C, D, E, Z = ("1000268201_693b08cb0e", "1001773457_577c3a7d70", "1002674143_1b742ab4b8",
-                    "1003163366_44323f5815", "1007129816_e794419615", "2258277193_586949ec62")
+                    "1003163366_44323f5815", "1007129816_e794419615", "2714703706_d21c5cb8df")
 FLICKR_SIZES = {"train": 3, "dev": 1, "test": 1}
 WORD = {A: "puppy", B: "beach", C: "bicycle", D: "mountain", E: "guitar", Z: "kitchen"}
+FLICKR_WAVS = [f"{i}_{n}" for i in (A, B, C, D, E) for n in range(2)] + [f"{Z}_0"]
+FLICKR_UTT = {w: f"flickr8k_spk{k % 3 + 1}-{w}" for k, w in enumerate(FLICKR_WAVS)}  # wav2spk.txt below
+JPG_1_LINES = ["2258277193_586949ec62.jpg.1#0\tpeople waiting for the subway\n",
+               "2258277193_586949ec62.jpg.1#1\tSome people looking out windows in a large building .\n",
+               "2258277193_586949ec62.jpg.1#2\tThree people are waiting on a train platform .\n",
+               "2258277193_586949ec62.jpg.1#3\tThree people standing at a station .\n",
+               "2258277193_586949ec62.jpg.1#4\ttwo woman and one man standing near train tracks .\n"]
 
 
 def make_mini_flickr8k(root: Path) -> Path:
@@ -60,8 +70,9 @@ def make_mini_flickr8k(root: Path) -> Path:
     tokens = [f"{i}.jpg#{n}\tA {WORD[i]} number {n} near the grass .\n"
               for i in (A, B, C, D, E, Z) for n in range(2)]
     tokens.append("1009434119_febe49276a.jpg#0\tA caption of an image that exists nowhere .\n")
+    tokens[6:6] = JPG_1_LINES  # where the real file has them, between other images
     (root / "Flickr8k.token.txt").write_text("".join(tokens))
-    wavs = [f"{i}_{n}.wav" for i in (A, B, C, D, E) for n in range(2)] + [f"{Z}_0.wav"]
+    wavs = [f"{w}.wav" for w in FLICKR_WAVS]
     (root / "flickr_audio" / "wav2capt.txt").parent.mkdir(parents=True, exist_ok=True)
     (root / "flickr_audio" / "wav2capt.txt").write_text(
         "".join(f"{w} {w.rsplit('_', 1)[0]}.jpg #{w[-5]}\n" for w in wavs))
@@ -114,24 +125,37 @@ def problems(path: Path) -> dict:
     return {line.split("\t")[0]: line.split("\t")[1:] for line in path.read_text().splitlines()}
 
 
+def assert_speaker_prefixed(data: Path) -> None:
+    """Kaldi's convention: each utterance id begins with its speaker (or is it), so utt2spk sorts by speaker."""
+    utt2spk = read_kaldi_map(data / "utt2spk")
+    assert all(utt == spk or utt.startswith(f"{spk}-") for utt, spk in utt2spk.items())
+    assert utt2spk_sort_mismatch(utt2spk) is None
+
+
 def test_flickr8k_stage1_lists_every_hole_by_name_and_keeps_the_rest(tmp_path):
     corpus = make_mini_flickr8k(tmp_path / "flickr8k")
     counts = prepare_flickr8k(corpus, tmp_path / "data", split_sizes=FLICKR_SIZES, captions_per_image=2,
                               max_drop_share=0.6)
     for split in FLICKR_SIZES:
         validate_data_dir(tmp_path / "data" / split)
-    assert sorted(read_kaldi_map(tmp_path / "data" / "train" / "wav.scp")) == [f"{A}_0", f"{A}_1", f"{B}_0"]
-    assert sorted(read_kaldi_map(tmp_path / "data" / "dev" / "utt2img").items()) == [(f"{D}_0", D), (f"{D}_1", D)]
-    assert read_kaldi_map(tmp_path / "data" / "train" / "text")[f"{A}_1"] == \
-        "A puppy number 1 near the grass"
-    assert read_kaldi_map(tmp_path / "data" / "train" / "utt2spk")[f"{A}_0"] == "flickr8k_spk1"
+        assert_speaker_prefixed(tmp_path / "data" / split)
+    u = FLICKR_UTT
+    assert sorted(read_kaldi_map(tmp_path / "data" / "train" / "wav.scp")) == sorted([u[f"{A}_0"], u[f"{A}_1"],
+                                                                                      u[f"{B}_0"]])
+    assert sorted(read_kaldi_map(tmp_path / "data" / "dev" / "utt2img").items()) == [(u[f"{D}_0"], D),
+                                                                                      (u[f"{D}_1"], D)]
+    assert read_kaldi_map(tmp_path / "data" / "train" / "text")[u[f"{A}_1"]] == "A puppy number 1 near the grass"
+    assert read_kaldi_map(tmp_path / "data" / "train" / "utt2spk")[u[f"{A}_0"]] == "flickr8k_spk1"
     train = problems(tmp_path / "data" / "train" / "problems.txt")
-    assert set(train) == {f"{B}_1", C}
-    assert train[f"{B}_1"][0] == "dropped" and f"wavs/{B}_1.wav" in train[f"{B}_1"][1]
+    assert set(train) == {u[f"{B}_1"], C}
+    assert train[u[f"{B}_1"]][0] == "dropped" and f"wavs/{B}_1.wav" in train[u[f"{B}_1"]][1]
     assert train[C][0] == "dropped" and f"{C}.jpg" in train[C][1] and "2 spoken caption" in train[C][1]
     outside = problems(tmp_path / "data" / "problems.txt")
-    assert set(outside) == {f"{Z}_0", "1010673430_1a30e81e2c_0.wav", "1009434119_febe49276a#0"}
-    assert "no split" in outside[f"{Z}_0"][1] and "wav2capt" in outside["1010673430_1a30e81e2c_0.wav"][1]
+    jpg_1 = {f"2258277193_586949ec62.jpg.1#{n}" for n in range(5)}
+    assert set(outside) == {u[f"{Z}_0"], Z, "1010673430_1a30e81e2c_0.wav", "1009434119_febe49276a#0"} | jpg_1
+    assert outside[Z][0] == "ignored"
+    assert "no split" in outside[u[f"{Z}_0"]][1] and "wav2capt" in outside["1010673430_1a30e81e2c_0.wav"][1]
+    assert all(outside[key][0] == "dropped" and "no split list" in outside[key][1] for key in jpg_1)
     assert counts["train"] == {"images": 2, "utterances": 3, "dropped_utterances": 3, "problems": 2}
     assert problems(tmp_path / "data" / "test" / "problems.txt") == {}
 
@@ -154,6 +178,7 @@ def test_spokencoco_stage1_karpathy_split_lists_every_hole_and_keeps_the_rest(tm
                         max_drop_share=0.6)
     for split in COCO_SIZES:
         validate_data_dir(tmp_path / "data" / split)
+        assert_speaker_prefixed(tmp_path / "data" / split)
     utt2img = read_kaldi_map(tmp_path / "data" / "train" / "utt2img")
     assert utt2img == {"spk0x-CAP9_0": "COCO_train2014_000000000009", "spk1x-CAP9_1": "COCO_train2014_000000000009",
                        "spk0x-CAP42_0": "COCO_val2014_000000000042"}  # restval joined train

@@ -35,8 +35,10 @@ def load_model(model_dir: str, model_file: str = None, device: str = "cpu"):
     """(model in eval mode, train args, path of the checkpoint loaded)."""
     import yaml
 
+    import tempfile
+
     from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
-    from espnet_speechclip.zoo import find_model_file
+    from espnet_speechclip.zoo import find_model_file, resolve_config_paths
 
     model_dir = Path(model_dir)
     config = model_dir / "config.yaml"
@@ -46,7 +48,11 @@ def load_model(model_dir: str, model_file: str = None, device: str = "cpu"):
         # The same checkpoint as the packed model (stage 6), so that RESULTS.md describes what is shipped.
         model_file = str(find_model_file(model_dir, yaml.safe_load(config.read_text()) or {}))
     logging.info("evaluating %s", model_file)
-    model, args = SpeechCLIPTask.build_model_from_file(str(config), model_file, device)
+    # Files named relative to the recipe dir (ESPnet's exp dirs) or to the exp dir (converted models).
+    resolved = resolve_config_paths(yaml.safe_load(config.read_text()), [Path.cwd(), model_dir])
+    with tempfile.TemporaryDirectory(prefix="speechclip_config_") as tmp:
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(resolved))
+        model, args = SpeechCLIPTask.build_model_from_file(str(Path(tmp) / "config.yaml"), model_file, device)
     return model.eval(), args, model_file
 
 

@@ -16,22 +16,22 @@ speaker, with the wav name as its id, and is noted. Image ids are the jpg names 
 transcripts come from Flickr8k.token.txt (for evaluation and the CLIP vocabulary only).
 
 The split lists are the benchmark, so their sizes are asserted (a different size is another
-corpus version, not a hole). Everything else is listed by name in ``<data>/<split>/problems.txt``
-(``<data>/problems.txt`` for what belongs to no split) and the log, and the rest is kept. What the
-real files hold, and what happens to it:
+corpus version, not a hole). Everything else is named in ``<data>/<split>/problems.txt``
+(``<data>/problems.txt`` for what belongs to no split) and the log, and the rest is kept:
 
-* Flickr8k.token.txt names five captions ``2258277193_586949ec62.jpg.1#0..4`` of an image that is
-  in no split list and not in the zip: dropped and named, as is every caption of an image that is
-  neither listed nor shipped; the 91 shipped images that no list holds are named as ignored;
-* captions with or without the final " .", with "#" inside ("Sooners # 28 ."), of one word: kept,
-  normalised by ``normalize_caption``; a line that is not ``<name>#<n> <caption>`` is dropped and
-  named by file and line, a caption listed twice with different text is dropped;
-* a missing or unlisted wav, a spoken caption without a text caption, an image with more or fewer
-  than ``captions_per_image`` spoken captions, a wav2capt.txt / wav2spk.txt line that cannot be
-  read: dropped (or, for a speaker, kept as its own speaker) and named.
-
-Tab or spaces after ``#<n>``, CRLF line ends and a UTF-8 BOM (from re-saved copies; the
-distributed files are plain ASCII with LF) are read as the plain form.
+* dropped: the real Flickr8k.token.txt's five ``2258277193_586949ec62.jpg.1#<n>`` captions (an image
+  in no split list and not in the zip), like any caption of an image neither listed nor shipped; a
+  token line that is not ``<name>#<n> <caption>`` (named ``<file>:<line>``); a caption number given
+  two different captions; an unreadable wav2capt.txt line; a wav it does not list; a missing wav or
+  image; a spoken caption whose text caption is missing or empty;
+* kept, noted: an image with other than ``captions_per_image`` spoken captions; an utterance
+  without a speaker in wav2spk.txt (its own speaker);
+* ignored, named: a shipped image that no split list holds (91 of the zip's 8,091); an unreadable
+  wav2spk.txt line;
+* read as the plain form: captions with or without the final " .", with "#" inside ("Sooners # 28 ."),
+  ending "D.C." (``normalize_caption`` drops one final ".", as the reference loader does); a space
+  instead of the tab after ``#<n>`` (seen in copies); CRLF ends, a UTF-8 BOM, blank lines (the
+  distributed text files are ASCII with LF, but re-saved copies circulate).
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class UpstreamExpert(nn.Module):
 
     def _encoded(self, states: List[torch.Tensor], lengths: List[torch.Tensor]) -> torch.Tensor:
         """The encoder output at the upstream's frame rate: (B, T, D')."""
-        frames, frame_lengths = self.upstream.featurizer(states, lengths)
+        frames, frame_lengths = self.upstream.weighted_sum(states, lengths)
         if self.encoder is None:
             return frames
         enc, enc_lengths, _ = self.encoder(frames, frame_lengths)
