@@ -24,7 +24,9 @@ from espnet_speechclip.data.flickr8k import prepare_flickr8k
 from espnet_speechclip.data.kaldi_dir import read_kaldi_map, utt2spk_sort_mismatch, validate_data_dir
 from espnet_speechclip.data.spoken_coco import prepare_spoken_coco
 from espnet_speechclip.tasks.speechclip import SpeechCLIPTask
+from espnet_speechclip.official_convert import convert
 from espnet_speechclip.upstream import write_random_hubert_checkpoint
+from official_fixtures import PUBLISHED, write_reference_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).parent / "conf"
@@ -274,6 +276,15 @@ def test_flickr8k_recipe_stages_1_to_3_then_a_stage4_smoke_run(recipes, tiny_cli
     stats = torch.load(exp / "checkpoint.pth", map_location="cpu", weights_only=True)["reporter"]["stats"]
     assert np.isfinite(stats[1]["train"]["loss"]) and 0.0 <= stats[1]["valid"]["mean_r10"] <= 1.0
     assert (exp / "valid.mean_r10.best.pth").is_file()
+    # A published model (its stand-in), converted, evaluated by stage 5 on the prepared test split.
+    record = next(r for r in PUBLISHED if r.variant == "Parallel" and r.size == "base")
+    write_reference_checkpoint(tmp_path / "parallel_base.ckpt", record)
+    convert(str(tmp_path / "parallel_base.ckpt"), str(recipe / "exp" / "speechclip_published"))
+    result = run(recipe, "--stage", "5", "--stop_stage", "5", "--model_dir", "exp/speechclip_published",
+                 "--eval_sets", "test", FLICKR8K=str(corpus))
+    assert result.returncode == 0, result.log[-4000:]
+    results = json.loads((recipe / "exp" / "speechclip_published" / "eval_test" / "results.json").read_text())
+    assert results["num_utterances"] == 2 and "speech_to_image" in json.dumps(results)
 
 
 def test_spokencoco_recipe_stages_1_to_3_on_the_miniature(recipes, tiny_clip, tmp_path):

@@ -33,6 +33,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="Overrides clip_conf.pretrained (open_clip tag or local .pt)")
     parser.add_argument("--clip_model_config", "--clip-model-config", default=None,
                         help="Overrides clip_conf.model_config")
+    parser.add_argument("--model_dir", "--model-dir", default=None,
+                        help="exp dir of a model not trained here (stages 5-8): its config.yaml replaces "
+                             "--train_config, its files named relative to it")
     parser.add_argument("--stage", type=int, default=1, help="First stage to run")
     parser.add_argument("--stop_stage", "--stop-stage", type=int, default=5, help="Last stage to run")
     return parser
@@ -41,8 +44,17 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd=None):
     args, _ = get_parser().parse_known_args(cmd)
     setup_logging()
-    with open(args.train_config) as f:
-        config = yaml.safe_load(f) or {}
+    if args.model_dir:
+        from pathlib import Path
+
+        from espnet_speechclip.zoo import resolve_config_paths
+
+        args.train_config = str(Path(args.model_dir) / "config.yaml")
+        with open(args.train_config) as f:
+            config = resolve_config_paths(yaml.safe_load(f) or {}, [Path.cwd(), Path(args.model_dir)])
+    else:
+        with open(args.train_config) as f:
+            config = yaml.safe_load(f) or {}
     clip_conf = config.get("clip_conf") or {}
     name = args.clip_model_name or clip_conf.get("model_name", "ViT-B-32")
     pretrained = args.clip_pretrained or clip_conf.get("pretrained")
