@@ -17,6 +17,7 @@ failure leaves no half-written exp dir.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import shutil
@@ -41,6 +42,8 @@ HUBERT_FIXED = {"base": {"encoder_attention_heads": 12, "layer_norm_first": Fals
 HUBERT_TASK_NORMALIZE = {"base": False, "large": True}
 CLIP_NAMES = {"ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14", "ViT-B/16": "ViT-B-16"}
 MODEL_FILE = "valid.mean_r10.best.pth"
+# Model keys filled from the files the converter writes (hubert.pt), not copied from the checkpoint.
+LOADED_FROM_FILES = ("upstream.model.",)
 # Reference config sections that describe training, logging or data loading, not the model.
 NOT_MODEL = ("trainer", "logger", "log_setting", "data")
 
@@ -163,19 +166,30 @@ def convert(ckpt: str, out_dir: str, clip_pt: Optional[str] = None, clip_model_n
             clip_conf=clip_conf, best_model_criterion=[["valid", "mean_r10", "max"]])
         if mapped["segmenter"] is not None:
             reduced = state["clip.model.token_embedding.weight"]
-            full = FrozenCLIP(**resolve(clip_conf, partial)).token_table()
+            if "clip.original_text_emb_weight" in state and clip_pt is None:
+                full = state["clip.original_text_emb_weight"]
+            else:
+                full = FrozenCLIP(**resolve(clip_conf, partial)).token_table()
             ids = vocabulary_ids(reduced, full, vocab_stats)
+            del full, reduced  # views into the memory-mapped checkpoint: it closes when the last goes
             (partial / "clip_vocab.txt").write_text("".join(f"{i}\n" for i in ids))
             options["clip_vocab"] = "clip_vocab.txt"
         args, _ = SpeechCLIPTask.get_parser().parse_known_args([])
         full_config = {**vars(args), **options, "official_checkpoint": {"file": str(Path(ckpt).name),
                                                                         "variant": mapped["variant"], "size": size}}
         (partial / "config.yaml").write_text(yaml.safe_dump(full_config, sort_keys=False))
+        # The frozen HuBERT and CLIP reach the model through the files just written; the rest (the
+        # branches, the layer weights, the temperature: megabytes) is copied out of the memory-mapped
+        # checkpoint, which is then closed, so its pages and the model are never resident together.
+        trained = {k: v.clone() for k, v in map_state_dict(state, mapped["variant"]).items()
+                   if not k.startswith(LOADED_FROM_FILES)}
+        del state
+        gc.collect()
         model = build(full_config, partial)
-        weights = map_state_dict(state, mapped["variant"])
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        frozen = ("cascaded.clip.", "cascaded.bridge.table", "cascaded.bridge.token_ids", "cascaded.bridge.allowed",
-                  "cascaded.segmenter.scaling.num_batches", "shared_block.keyword_cls", "loss_fn.logit_scale")
+        missing, unexpected = model.load_state_dict(trained, strict=False)
+        frozen = LOADED_FROM_FILES + ("cascaded.clip.", "cascaded.bridge.table", "cascaded.bridge.token_ids",
+                                      "cascaded.bridge.allowed", "cascaded.segmenter.scaling.num_batches",
+                                      "shared_block.keyword_cls", "loss_fn.logit_scale")
         missing = [k for k in missing if not k.startswith(frozen)]
         if missing or unexpected:
             raise ValueError(f"{ckpt}: weights do not fit the {mapped['variant']} architecture: missing {missing[:8]}"

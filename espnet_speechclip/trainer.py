@@ -117,7 +117,8 @@ class SpeechCLIPTrainer(Trainer):
 
     @classmethod
     def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option) -> None:
-        core = model.module if hasattr(model, "module") else model
+        wrapped = isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel))
+        core = model.module if wrapped else model
         embeddings: Dict[str, List[torch.Tensor]] = {name: [] for name in core.branches()}
         images: List[torch.Tensor] = []
 
