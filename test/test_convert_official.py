@@ -153,3 +153,24 @@ def test_an_unknown_setting_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"new_branch_weight.*unknown|std_scale = 2\.0"):
         convert(str(path), str(tmp_path / "exp"))
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.slow
+def test_a_full_size_base_checkpoint_converts_and_embeds(tmp_path, monkeypatch):
+    """HuBERT base (12 layers) + ViT-B/32 at full size (~0.9 GB); the full-size large one is
+    bench/bench_convert.py."""
+    import official_fixtures
+
+    monkeypatch.setattr(official_fixtures, "VISION_WIDTH", 768)  # ViT-B/32's image tower at its real width
+    record = next(r for r in PUBLISHED if r.variant == "Hybrid+" and r.size == "base")
+    ckpt = tmp_path / "model.ckpt"
+    write_reference_checkpoint(ckpt, record, hubert_layers=12, clip_layers=12, compact=False,
+                               vocab_ids=official_fixtures.default_vocab_ids(rows=8112))
+    out = convert(str(ckpt), str(tmp_path / "exp"))
+    assert torch.load(out / "hubert.pt", map_location="cpu")["model_cfg"]["encoder_layers"] == 12
+    assert json.loads((out / "clip_model.json").read_text())["vision_cfg"] == {
+        "image_size": 224, "layers": 12, "width": 768, "patch_size": 32}
+    model = SpeechCLIP.from_pretrained(str(out)).model.eval()
+    with torch.no_grad():
+        embedded = model.encode_speech(0.1 * torch.randn(1, 32000), torch.tensor([32000]))
+    assert embedded["embedding"].shape == (1, 512) and len((out / "clip_vocab.txt").read_text().split()) == 8112
