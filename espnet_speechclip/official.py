@@ -152,8 +152,6 @@ def _keyword_norm(variant: str, batchnorms) -> str:
 
 
 # Reference branch keys -> this plugin's, per variant. Applied in order; the first match wins.
-
-
 _RULES: Dict[str, List[Tuple[str, str]]] = {
     "Parallel": [(r"^parallel_branch\.cls$", "parallel.cls"),
                  (r"^parallel_branch\.self_att\.model\.layers\.", "parallel.block.encoder.layers."),

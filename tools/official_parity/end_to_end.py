@@ -48,6 +48,7 @@ def check_conversion(reference, upstream_module, variant: str, config_path: Path
     from espnet_speechclip.inference import SpeechCLIP
     from espnet_speechclip.official_convert import convert
     from official_parity.reference_modules import ReferenceClip, reduced_vocab
+    from official_parity.upstream import reference_encoder
 
     config = yaml.safe_load(config_path.read_text())
     clip, clip_files = clip_factory(512, tmp)
@@ -58,19 +59,7 @@ def check_conversion(reference, upstream_module, variant: str, config_path: Path
     hubert_path = str(tmp / f"hubert_{variant}.pt")
     write_random_hubert_checkpoint(hubert_path, BASE_HUBERT, seed=3)
     hubert, _ = load_converted_model(hubert_path)
-    cls = upstream_module.FairseqSpeechEncoder_Hubert
-    encoder = cls.__new__(cls)
-    torch.nn.Module.__init__(encoder)
-    encoder.apply_customHubertForward()
-    encoder.encoder = hubert.eval().requires_grad_(False)
-    encoder.encoder_task = types.SimpleNamespace(cfg=types.SimpleNamespace(normalize=False))
-    encoder.downsample_rate = 320
-    for name, value in dict(trainable=False, max_audio_len=-1, feat_select_idx="weighted_sum",
-                            normalize_hiddenstates=False, normalize_type="s3prl").items():
-        setattr(encoder, name, value)
-    encoder.weightedsum_layer = upstream_module.WeightedSumLayer(len(hubert.encoder.layers) + 1, False)
-    torch.nn.init.normal_(encoder.weightedsum_layer.weights)
-    encoder.eval()
+    encoder = reference_encoder(upstream_module, hubert, normalize=False, state_norm=False)
 
     prefix = "parallel_branch." if variant == "Parallel" else "cascaded_branch."
     state = {f"audio_encoder.encoder.{k}": v for k, v in hubert.state_dict().items()}

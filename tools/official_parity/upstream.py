@@ -134,16 +134,16 @@ def _perturbed_checkpoint(path: str, conf: Dict, seed: int) -> None:
     torch.save(ckpt, path)
 
 
-def _compare(ref_module: types.ModuleType, path: str, normalize: bool, state_norm: bool) -> List[float]:
-    """maxabs differences [states, frame lengths, weighted sum] on one padded batch."""
-    from s3prl.upstream.hubert.convert import load_converted_model
-
-    hubert, _ = load_converted_model(path)
+def reference_encoder(ref_module: types.ModuleType, hubert: torch.nn.Module, normalize: bool,
+                      state_norm: bool) -> torch.nn.Module:
+    """The reference's ``FairseqSpeechEncoder_Hubert`` around ``hubert`` (s3prl's port), in eval
+    mode, its layer weights drawn at random. Its __init__ downloads a checkpoint, so the attributes
+    its forward reads are set by hand."""
     cls = ref_module.FairseqSpeechEncoder_Hubert
-    reference = cls.__new__(cls)  # its __init__ downloads a checkpoint; set what forward reads by hand
+    reference = cls.__new__(cls)
     torch.nn.Module.__init__(reference)
     reference.apply_customHubertForward()
-    reference.encoder = hubert.requires_grad_(False)
+    reference.encoder = hubert.eval().requires_grad_(False)
     reference.encoder_task = types.SimpleNamespace(cfg=types.SimpleNamespace(normalize=normalize))
     reference.downsample_rate = cls.MODEL_DOWNSAMPLE_RATE["hubert"]
     for name, value in dict(trainable=False, max_audio_len=-1, feat_select_idx="weighted_sum",
@@ -151,7 +151,15 @@ def _compare(ref_module: types.ModuleType, path: str, normalize: bool, state_nor
         setattr(reference, name, value)
     reference.weightedsum_layer = ref_module.WeightedSumLayer(len(hubert.encoder.layers) + 1, state_norm)
     torch.nn.init.normal_(reference.weightedsum_layer.weights)
-    reference.eval()
+    return reference.eval()
+
+
+def _compare(ref_module: types.ModuleType, path: str, normalize: bool, state_norm: bool) -> List[float]:
+    """maxabs differences [states, frame lengths, weighted sum] on one padded batch."""
+    from s3prl.upstream.hubert.convert import load_converted_model
+
+    hubert, _ = load_converted_model(path)
+    reference = reference_encoder(ref_module, hubert, normalize, state_norm)
 
     ours = ReferenceHuBERTUpstream(path_or_url=path, normalize_waveform=normalize, layer_norm=state_norm).eval()
     with torch.no_grad():
