@@ -56,8 +56,8 @@ help_message="Usage: $0 --train_config <yaml> [options]
   --train_config: training YAML; --train_args: extra training options
   --launch_opts: extra espnet2.bin.launch options (e.g. \"--host node1,node2\" for CPU/gloo ranks)
   --eval_sets (default: valid + test sets)
-  --model_dir: exp dir of a model not trained here (a converted published checkpoint) for stages 5-8;
-               then --train_config is not needed
+  --model_dir: exp dir of a model not trained here (a converted published checkpoint) for stages 1-3
+               and 5-8 (stage 3 then embeds images with its CLIP); --train_config is not needed
   --hf_repo: <org>/<name> to upload to (stage 7, required there)
   --dry_run (${dry_run}): stage 7 writes the folder it would upload to <exp>/hf_upload instead
   --probe_steps (${probe_steps}) --probe_eval_step (${probe_eval_step}) --probe_device (${probe_device})
@@ -139,9 +139,9 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         vocab_texts="${dumpdir}/${train_set}/text"
         if [ "${clip_vocab_rule}" = reference ]; then
             vocab_texts=""
-            for dset in ${train_set} ${valid_set} ${test_sets}; do vocab_texts+=" ${dumpdir}/${dset}/text"; done
+            for dset in ${train_set} ${valid_set} ${test_sets}; do vocab_texts="${vocab_texts:+${vocab_texts} }${dumpdir}/${dset}/text"; done
         fi
-        log "Stage 3: reduced CLIP vocabulary (rule ${clip_vocab_rule}) from${vocab_texts} -> ${clip_dir}/vocab.txt"
+        log "Stage 3: reduced CLIP vocabulary (rule ${clip_vocab_rule}) from ${vocab_texts} -> ${clip_dir}/vocab.txt"
         # shellcheck disable=SC2086
         ${python} -m espnet_speechclip.bin.build_clip_vocab --rule "${clip_vocab_rule}" --text ${vocab_texts} \
             --output "${clip_dir}/vocab.txt" ${clip_args}
