@@ -125,7 +125,7 @@ def embed_speech(model, wav_scp: Dict[str, str], batch_seconds: float = 60.0, de
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
                     hop = len(waves[u]) / SAMPLE_RATE / max(frames, 1)
                     item["alpha"], item["frame_rate"] = alpha, 1.0 / hop
-                    item["fire_times"] = cif_fire_times(alpha, n, hop)
+                    item["fire_times"] = cif_fire_times(alpha, n, hop, model.cascaded.segmenter.threshold)
             per_utt[u] = item
     result = SpeechOutputs(utts=utts, durations=[len(waves[u]) / SAMPLE_RATE for u in utts])
     for name in model.embedding_names():

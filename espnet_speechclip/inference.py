@@ -224,7 +224,8 @@ class SpeechCLIP:
                 if "alpha" in cascaded:
                     frames = int(cascaded["alpha_lengths"][i])
                     alpha = cascaded["alpha"][i, :frames].float().cpu().numpy()
-                    item["fire_times"] = cif_fire_times(alpha, n, len(chunk) / SAMPLE_RATE / max(frames, 1))
+                    item["fire_times"] = cif_fire_times(alpha, n, len(chunk) / SAMPLE_RATE / max(frames, 1),
+                                                        self.model.cascaded.segmenter.threshold)
             outs.append(item)
         return outs
 

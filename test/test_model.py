@@ -2,6 +2,8 @@
 from pathlib import Path
 
 import pytest
+import numpy as np
+import soundfile
 import torch
 
 from espnet_speechclip.branches.cascaded import CascadedBranch
@@ -203,3 +205,26 @@ def test_detached_weight_input_keeps_alpha_losses_out_of_the_frames():
         segmenter(FrameViews(frames, lengths, local, frames, lengths))["quantity_loss"].backward()
         assert (local.grad is None) == detach
         assert segmenter.weight_predictor.proj.weight.grad.abs().sum() > 0
+
+
+def test_fire_times_follow_the_segmenters_own_threshold(hubert_ckpt, tiny_clip, tmp_path):
+    """Stage 5's fire times come from the CIF segmenter's threshold: with β = 2 each fire lies in the
+    frame where the segmenter itself fired (a fixed β = 1 would put twice as many, elsewhere)."""
+    from espnet_speechclip.evaluation import embed_speech
+
+    torch.manual_seed(0)
+    model = build_hybrid_plus(hubert_ckpt, tiny_clip).eval()
+    model.cascaded.segmenter.firing.threshold = 2.0
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, 0.3 * np.random.default_rng(0).standard_normal(24000).astype(np.float32), 16000)
+    speech = embed_speech(model, {"a": str(wav)})
+    with torch.no_grad():
+        cascaded = model.encode_speech(torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None],
+                                       torch.tensor([24000]))["cascaded"]
+    count = int(cascaded["keyword_lengths"][0])
+    fires = cascaded["fire_frames"][0, :count].tolist()
+    hop = 24000 / 16000 / int(cascaded["alpha_lengths"][0])
+    times = speech.fire_times[0]
+    assert count >= 1 and len(times) == count
+    full = int(cascaded["alpha"][0].sum() // 2.0)  # fires inside the utterance; a tail fires at its end
+    assert [int(t / hop) for t in times[:full]] == fires[:full]

@@ -175,6 +175,11 @@ class CIFSegmenter(AbsSegmenter):
     def output_size(self) -> int:
         return self.token_width
 
+    @property
+    def threshold(self) -> float:
+        """β: a segment fires each time the running α sum passes a multiple of it."""
+        return self.firing.threshold
+
     def _context(self, views: FrameViews) -> Optional[torch.Tensor]:
         if not self.reads_context:  # neither integrated nor weighed: not computed
             return None
