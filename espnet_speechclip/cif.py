@@ -235,15 +235,17 @@ def uniform_within_segments(alpha: torch.Tensor, lengths: torch.Tensor, threshol
     return smoothed.masked_fill(~valid, 0.0).to(alpha.dtype)
 
 
-def scale_to_target(alpha: torch.Tensor, target_lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Training-time weight scaling α'_t = α_t · S / Σ α (SpeechCLIP+ §3), so exactly S segments fire.
+def scale_to_target(alpha: torch.Tensor, target_lengths: torch.Tensor, eps: float = 1e-6,
+                    sum_eps: float = 0.0) -> torch.Tensor:
+    """Training-time weight scaling α'_t = α_t · (S + sum_eps) / Σ α (SpeechCLIP+ §3), so exactly S
+    segments fire (the reference code adds sum_eps = 1e-5 against rounding below S).
 
     Args:
         alpha: (B, T) weights, already zero on padded frames.
         target_lengths: (B,) target segment counts S.
     """
     total = alpha.sum(dim=1, keepdim=True)
-    return alpha * (target_lengths[:, None].to(alpha.dtype) / total.clamp(min=eps))
+    return alpha * ((target_lengths[:, None].to(alpha.dtype) + sum_eps) / total.clamp(min=eps))
 
 
 def target_lengths_from_frames(lengths: torch.Tensor, ratio: float, max_segments: int) -> torch.Tensor:

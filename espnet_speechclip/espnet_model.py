@@ -111,6 +111,10 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         upstream, upstream_lengths = self.upstream(speech, speech_lengths)
         if self.specaug is not None and self.training:
             upstream, upstream_lengths = self.specaug(upstream, upstream_lengths)
+        return self.views_of_upstream(upstream, upstream_lengths)
+
+    def views_of_upstream(self, upstream: torch.Tensor, upstream_lengths: torch.Tensor) -> FrameViews:
+        """The upstream's weighted sum (B, T_u, D_u), lengths (B,) -> the frame views (the encoder run)."""
         if self.encoder is None:
             return FrameViews(upstream, upstream_lengths, upstream, upstream, upstream_lengths)
         frames, lengths, local = encode_with_input_layer(self.encoder, upstream, upstream_lengths)
@@ -128,13 +132,11 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         out["frame_lengths"] = views.lengths
         return out
 
-    def branch_frame_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor
-                            ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    def branch_frame_states(self, views: FrameViews) -> List[torch.Tensor]:
         """The frame-rate hidden states the visually grounded training learnt, in the order of the
         reference ``feature_extractor_s3prl``: the shared block's (Hybrid / Hybrid+), else the
-        cascaded branch's block, then the parallel branch's layers; each (B, T, D) at the
-        branches' frame rate, with the lengths (B,)."""
-        views = self.encode_frames(speech, speech_lengths)
+        cascaded branch's block, then the parallel branch's layers; each (B, T, D) at the rate of
+        ``views`` (from :meth:`encode_frames`; ``views.lengths`` are their lengths)."""
         states: List[torch.Tensor] = []
         if self.shared_block is not None:
             states += self.shared_block.frame_states(views)
@@ -142,7 +144,7 @@ class ESPnetSpeechCLIPModel(AbsESPnetModel):
         for name in ("cascaded", "parallel"):
             if name in self.branches():
                 states += self.branches()[name].frame_states(views)
-        return states, views.lengths
+        return states
 
     def encode_speech(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, Dict[str, torch.Tensor]]:
         """:meth:`run_branches` plus "fused" (hybrid) and ``out["embedding"]``, the retrieval embedding."""

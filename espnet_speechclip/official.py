@@ -11,7 +11,7 @@ error naming it, never dropped silently.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -50,7 +50,7 @@ def _block_conf(transformer_args: Mapping, context: str) -> Tuple[str, Dict]:
                      f"(MultiheadAttentionAndNorm, TransformerEncoder)")
 
 
-def _projection(conf, context: str) -> Dict:
+def _projection(conf) -> Dict:
     if conf is None:
         return {"projection": "linear"}
     return {"projection": "mlp", "projection_conf": {"units": list(conf["dimensions"]),
@@ -64,17 +64,22 @@ def _cascaded_transformer_args(cascaded: Mapping) -> Mapping:
     return args
 
 
+def _scaling_steps(cif: Mapping) -> Optional[int]:
+    """0: never scale (apply_scaling false); N: the first N steps (scaling_step); None: always."""
+    if not cif.get("apply_scaling", True):
+        return 0
+    step = cif.get("scaling_step", -1)
+    return step if step >= 0 else None
+
+
 def _cif_conf(cif: Mapping) -> Dict:
-    if cif.get("produce_weight_type", "conv") != "conv":
-        raise ValueError(f"downsampling.cif.produce_weight_type {cif['produce_weight_type']!r}: only conv is published")
     if cif.get("cif_output_dim", cif.get("encoder_embed_dim")) != cif.get("encoder_embed_dim"):
         raise ValueError("downsampling.cif.cif_output_dim != encoder_embed_dim (an output projection) is not "
                          "used by any published model")
     return {"weight_predictor": "reference", "weight_kernel_size": cif.get("conv_cif_width", 3),
             "weight_layers": cif.get("num_layer", 1),
             "target": "frames_per_segment", "frames_per_segment": 20, "max_segments": 75,
-            "scaling_steps": (cif["scaling_step"] if cif.get("scaling_step", -1) >= 0 else None)
-            if cif.get("apply_scaling", True) else 0,
+            "scaling_steps": _scaling_steps(cif),
             "scaling_sum_eps": 1e-5, "threshold": cif.get("cif_threshold", 1.0),
             "tail_threshold": cif.get("tail_handling_firing_threshold", 0.5), "min_segments": 1,
             "tail_in_training": False}
@@ -82,7 +87,9 @@ def _cif_conf(cif: Mapping) -> Dict:
 
 def task_config(config: Mapping) -> Dict:
     """Reference config tree -> this task's model options: shared_block, parallel, segmenter (each
-    with its _conf), vq_conf and model_conf. The upstream and CLIP are mapped by the converter."""
+    with its _conf), vq_conf and model_conf. The upstream and CLIP are mapped by the converter.
+    Every setting is checked first (``check_settings``)."""
+    check_settings(config)
     settings = config["model_settings"]
     variant = variant_of(settings)
     out: Dict = {"variant": variant, "shared_block": None, "shared_block_conf": {}, "parallel": None,
@@ -96,7 +103,7 @@ def task_config(config: Mapping) -> Dict:
         cascaded = settings["cascaded_branch"]
         block, block_conf = _block_conf(_cascaded_transformer_args(cascaded), "cascaded_branch")
         keyword = cascaded.get("keyword", {})
-        projection = _projection(keyword.get("kw_projection"), "keyword.kw_projection")
+        projection = _projection(keyword.get("kw_projection"))
         num_keywords = keyword.get("number", 8)
         if variant == "Cascaded":
             out["segmenter"] = "cls"
@@ -112,7 +119,7 @@ def task_config(config: Mapping) -> Dict:
                                         "num_keyword_tokens": num_keywords if variant == "Hybrid" else 0}
             out["parallel"] = "shared_cls"
             parallel_projection = settings["parallel_branch"].get("projection_config") if variant == "Hybrid" else None
-            out["parallel_conf"] = _projection(parallel_projection, "parallel_branch.projection_config")
+            out["parallel_conf"] = _projection(parallel_projection)
             if variant == "Hybrid":
                 out["segmenter"] = "shared_cls"
                 out["segmenter_conf"] = {"num_keywords": num_keywords, **projection}

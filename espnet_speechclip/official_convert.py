@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import yaml
 
-from espnet_speechclip.official import check_settings, map_state_dict, task_config
+from espnet_speechclip.official import map_state_dict, task_config
 from espnet_speechclip.official_checkpoint import load_lightning_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -130,10 +130,9 @@ def convert(ckpt: str, out_dir: str, clip_pt: Optional[str] = None, clip_model_n
         raise FileExistsError(f"{out}: exists; remove it or choose another --out_dir")
     state, config = load_lightning_checkpoint(ckpt)
     try:
-        check_settings(config)
+        mapped = task_config(config)
     except ValueError as err:
         raise ValueError(f"{ckpt}: {err}") from None
-    mapped = task_config(config)
     encoder = config.get("audio_encoder", {})
     if encoder.get("type") != "FairseqHubert" or encoder.get("name") not in HUBERT:
         raise ValueError(f"{ckpt}: audio_encoder {encoder.get('type')!r} / {encoder.get('name')!r}: only the "

@@ -230,7 +230,7 @@ def test_frames_per_segment_target_rounds_half_to_even_and_never_clips():
 def test_scale_to_target_scales_only_the_first_steps_training_calls():
     alpha, target = torch.tensor([[0.2, 0.3, 0.1, 0.4]]), torch.tensor([3])
     scaled = alpha * (3 + 1e-5) / 1.0  # Σα = 1
-    scaling = ScaleToTarget(sum_eps=1e-5, denominator_eps=0.0, steps=2)
+    scaling = ScaleToTarget(sum_eps=1e-5, steps=2)
     assert torch.equal(scaling.eval()(alpha, target), alpha)  # never in eval ...
     assert int(scaling.num_batches) == 0  # ... and eval calls do not count
     scaling.train()
@@ -240,7 +240,7 @@ def test_scale_to_target_scales_only_the_first_steps_training_calls():
     assert torch.equal(scaling.eval()(alpha, target), alpha)
     state = scaling.state_dict()
     assert int(state["num_batches"]) == 3
-    resumed = ScaleToTarget(sum_eps=1e-5, denominator_eps=0.0, steps=2)
+    resumed = ScaleToTarget(sum_eps=1e-5, steps=2)
     resumed.load_state_dict(state)
     assert torch.equal(resumed.train()(alpha, target), alpha)  # the count survives a resume
     always = ScaleToTarget().train()

@@ -11,7 +11,7 @@ With α the CIF weights, T valid frames and S the target count (see ``espnet_spe
                      conv sees the padded frames as the block leaves them
     target           S = clip(round(r · T), 1, S_max)               this plugin (r = 0.05)
                      S = round(T / 20), unclipped                   reference
-    scaling          α' = α · (S + ε_s) / max(Σα, ε_d) in training  reference: ε_s = 1e-5, only
+    scaling          α' = α · (S + ε_s) / Σα in training            reference: ε_s = 1e-5, only
                      during the first ``steps`` training batches (5,000 for the paper configs)
     pooling          segments weigh frames by α (CIF) or evenly between fires (``uniform``)
     firing           count = floor(Σα) (+1 for a tail ≥ 0.5 at inference), ≤ S_max; the reference
@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from espnet_speechclip.cif import integrate_and_fire, target_lengths_from_frames, uniform_within_segments
+from espnet_speechclip.cif import integrate_and_fire, scale_to_target, target_lengths_from_frames, uniform_within_segments
 
 
 class ReferenceCIFWeights(nn.Module):
@@ -75,15 +75,16 @@ class FramesPerSegmentTarget:
 
 
 class ScaleToTarget(nn.Module):
-    """α' = α · (S + sum_eps) / max(Σα, denominator_eps) while training.
+    """α' = α · (S + sum_eps) / Σα while training (``cif.scale_to_target``; the reference adds
+    sum_eps = 1e-5 so that floor(Σα') = S despite rounding).
 
     ``steps``: scale only during the first ``steps`` training batches (reference ``scaling_step``;
     the count is a buffer, so it survives resume); None scales throughout.
     """
 
-    def __init__(self, sum_eps: float = 0.0, denominator_eps: float = 1e-6, steps: Optional[int] = None):
+    def __init__(self, sum_eps: float = 0.0, steps: Optional[int] = None):
         super().__init__()
-        self.sum_eps, self.denominator_eps, self.steps = sum_eps, denominator_eps, steps
+        self.sum_eps, self.steps = sum_eps, steps
         if steps is not None:
             self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
 
@@ -95,8 +96,7 @@ class ScaleToTarget(nn.Module):
             self.num_batches += 1
             if not active:
                 return alpha
-        total = alpha.sum(dim=1, keepdim=True)
-        return alpha * ((target[:, None].to(alpha.dtype) + self.sum_eps) / total.clamp(min=self.denominator_eps))
+        return scale_to_target(alpha, target, sum_eps=self.sum_eps)
 
 
 @dataclass

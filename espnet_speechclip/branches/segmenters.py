@@ -29,7 +29,7 @@ from espnet_speechclip.branches.cif_parts import (
     ScaleToTarget,
     UniformSegments,
 )
-from espnet_speechclip.branches.weight_sources import WEIGHT_SOURCES, ContextFrames, gather_to_rate  # noqa: F401
+from espnet_speechclip.branches.weight_sources import WEIGHT_SOURCES, UpstreamFrames
 from espnet_speechclip.cif import CIFWeightPredictor, quantity_loss
 from espnet_speechclip.frame_views import FrameViews
 
@@ -124,8 +124,7 @@ class CIFSegmenter(AbsSegmenter):
         self.firing = firing
         self.proj = projection
         self.token_width = token_width
-        # exact types: the local and upstream sources subclass ContextFrames
-        self.reads_context = type(integrate_source) is ContextFrames or type(weight_source) is ContextFrames
+        self.reads_context = integrate_source.reads_context or weight_source.reads_context
 
     @classmethod
     def from_config(cls, input_size: int, token_width: int, upstream_size: int, block: str = "transformer",
@@ -141,15 +140,16 @@ class CIFSegmenter(AbsSegmenter):
         weight_predictor reference, target frames_per_segment (20), scaling_steps 5000 (base),
         scaling_sum_eps 1e-5, min_segments 1, tail_in_training false. This plugin's defaults:
         block transformer, weight_predictor conv, target ratio, scaling throughout."""
-        body = None if block == "none" else build_block(block, input_size, {"attention_heads": 8, **block_conf}
-                                                        if block == "transformer" else block_conf)
+        body = None if block == "none" else build_block(block, input_size, block_conf)
         if body is None and block_conf:
             raise TypeError(f"block: none takes no block options, got {sorted(block_conf)}")
         for name, value in (("integrate_from", integrate_from), ("weights_from", weights_from)):
             if value not in WEIGHT_SOURCES or (name == "integrate_from" and value == "upstream"):
                 raise ValueError(f"{name} must be one of {sorted(WEIGHT_SOURCES)} (integrate_from: context or local), "
                                  f"got {value!r}")
-        weight_source = WEIGHT_SOURCES[weights_from](detach=detach_weight_input, centre=local_frame_centre)
+        source = WEIGHT_SOURCES[weights_from]
+        weight_source = (UpstreamFrames(detach_weight_input, local_frame_centre) if source is UpstreamFrames
+                         else source(detach_weight_input))
         weight_size = upstream_size if weights_from == "upstream" else input_size
         if weight_predictor == "conv":
             if weight_layers != 1:
@@ -168,7 +168,7 @@ class CIFSegmenter(AbsSegmenter):
             raise ValueError(f"segment_weights must be 'alpha' or 'uniform', got {segment_weights!r}")
         proj = build_projection(projection, input_size, token_width, dict(projection_conf or {}))
         return cls(body, WEIGHT_SOURCES[integrate_from](), weight_source, predictor, targets[target](),
-                   ScaleToTarget(scaling_sum_eps, 1e-6 if scaling_sum_eps == 0.0 else 0.0, scaling_steps),
+                   ScaleToTarget(scaling_sum_eps, scaling_steps),
                    poolings[segment_weights](),
                    Firing(threshold, tail_threshold, max_segments, min_segments, tail_in_training), proj, token_width)
 

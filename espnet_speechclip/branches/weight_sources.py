@@ -23,7 +23,10 @@ from espnet_speechclip.frame_views import FrameViews
 
 
 class ContextFrames:
-    def __init__(self, detach: bool = False, centre: float = 0.0):
+    #: True when the source reads the segmenter block's output (which must then be computed).
+    reads_context = True
+
+    def __init__(self, detach: bool = False):
         self.detach = detach
 
     def frames(self, views: FrameViews, context: Optional[torch.Tensor]) -> torch.Tensor:
@@ -37,6 +40,8 @@ class ContextFrames:
 
 
 class LocalFrames(ContextFrames):
+    reads_context = False
+
     def frames(self, views: FrameViews, context: Optional[torch.Tensor]) -> torch.Tensor:
         return views.local
 
@@ -45,6 +50,8 @@ class LocalFrames(ContextFrames):
 
 
 class UpstreamFrames(ContextFrames):
+    reads_context = False
+
     def __init__(self, detach: bool = False, centre: float = 0.0):
         super().__init__(detach)
         self.centre = centre

@@ -43,21 +43,12 @@ class UpstreamExpert(nn.Module):
             raise ValueError("speechclip_local needs ckpt= (a packed zip, an exp dir or a model-zoo tag)")
         model = SpeechCLIP.from_pretrained(ckpt).model
         self.upstream = model.upstream
-        self.encoder = None if bare else model.encoder
         self.model = None if bare else model
         self.bare = bare
         self.eval()
 
     def get_downsample_rates(self, key: str) -> int:
         return int(self.upstream.downsample_rate)
-
-    def _encoded(self, states: List[torch.Tensor], lengths: List[torch.Tensor]) -> torch.Tensor:
-        """The encoder output at the upstream's frame rate: (B, T, D')."""
-        frames, frame_lengths = self.upstream.weighted_sum(states, lengths)
-        if self.encoder is None:
-            return frames
-        enc, enc_lengths, _ = self.encoder(frames, frame_lengths)
-        return self._to_rate(enc, enc_lengths, frames.size(1), frame_lengths)
 
     @staticmethod
     def _to_rate(enc: torch.Tensor, enc_lengths: torch.Tensor, num_frames: int, frame_lengths: torch.Tensor
@@ -80,12 +71,15 @@ class UpstreamExpert(nn.Module):
         states, state_lengths = self.upstream.hidden_states(speech, torch.tensor([len(w) for w in padded],
                                                                                  device=speech.device))
         states = list(states)
-        if not self.bare:
-            states.append(self._encoded(states, state_lengths))
-            branch_states, branch_lengths = self.model.branch_frame_states(
-                speech, torch.tensor([len(w) for w in padded], device=speech.device))
-            rate_lengths = state_lengths[0] if isinstance(state_lengths, (list, tuple)) else state_lengths
-            states += [self._to_rate(s, branch_lengths, states[0].size(1), rate_lengths) for s in branch_states]
+        if not self.bare:  # one pass: the encoder and branches read the weighted sum of these states
+            frames, frame_lengths = self.upstream.weighted_sum(states, state_lengths)
+            views = self.model.views_of_upstream(frames, frame_lengths)
+            learnt = self.model.branch_frame_states(views)  # at the encoder's rate
+            if self.model.encoder is None:
+                states.append(frames)  # what the branches read, at the upstream's rate already
+            else:
+                learnt.insert(0, views.frames)
+            states += [self._to_rate(s, views.lengths, frames.size(1), frame_lengths) for s in learnt]
         rate = self.get_downsample_rates("hidden_states")
         frames = int((lengths.max() - 1) // rate + 1)  # what s3prl expects for the true lengths
         width = max(s.size(-1) for s in states)
